@@ -1,0 +1,381 @@
+//! Keyed pseudonyms for identifiers and redaction of free text, applied at ingest.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{AnonymizationConfig, AnonymizationMode, FreeText};
+use crate::event::{Attributes, Event, Value};
+
+/// What free text becomes under [`FreeText::Redact`].
+pub const REDACTED: &str = "<redacted>";
+
+/// The environment variable read for a hex key when the config names none.
+pub const KEY_ENV: &str = "ARBITER_EVENTS_KEY";
+
+/// Bytes of BLAKE3 output kept in a pseudonym: 128 bits.
+const PSEUDONYM_BYTES: usize = 16;
+
+/// The secret behind every pseudonym: 32 bytes. `Debug` prints `Key(..)`.
+///
+/// ```
+/// use arbiter_events::{AnonymizationKey, IdKind};
+/// let key = AnonymizationKey::from_hex(&"11".repeat(32))?;
+/// assert_eq!(format!("{key:?}"), "Key(..)");
+/// let p = key.pseudonym(IdKind::Agent, "agent-7");
+/// assert!(p.starts_with("agt_") && p.len() == 36);
+/// assert_eq!(p, key.pseudonym(IdKind::Agent, "agent-7"));
+/// assert_ne!(p[4..], key.pseudonym(IdKind::Task, "agent-7")[4..]);
+/// # Ok::<(), arbiter_events::KeyError>(())
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct AnonymizationKey([u8; 32]);
+
+impl fmt::Debug for AnonymizationKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Key(..)")
+    }
+}
+
+/// Why a key could not be had.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// The text is not 64 hex digits.
+    #[error("anonymization key must be 64 hex digits (32 bytes): {reason}")]
+    InvalidHex {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The key file could not be read.
+    #[error("cannot read anonymization key file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The key file does not hold a valid key.
+    #[error("anonymization key file {path} is invalid: {source}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with its content.
+        source: Box<KeyError>,
+    },
+    /// `ARBITER_EVENTS_KEY` does not hold a valid key.
+    #[error("environment variable {KEY_ENV} is invalid: {source}")]
+    Env {
+        /// What is wrong with its content.
+        source: Box<KeyError>,
+    },
+    /// The operating system gave no randomness for an ephemeral key.
+    #[error("cannot generate an ephemeral anonymization key: {reason}")]
+    Random {
+        /// The system's error.
+        reason: String,
+    },
+}
+
+impl AnonymizationKey {
+    /// A key from its 32 bytes.
+    pub fn from_bytes(bytes: [u8; 32]) -> AnonymizationKey {
+        AnonymizationKey(bytes)
+    }
+
+    /// A key from 64 hex digits (surrounding white space ignored).
+    ///
+    /// # Errors
+    /// [`KeyError::InvalidHex`] for anything else.
+    pub fn from_hex(text: &str) -> Result<AnonymizationKey, KeyError> {
+        let mut bytes = [0u8; 32];
+        hex::decode_to_slice(text.trim(), &mut bytes)
+            .map_err(|e| KeyError::InvalidHex { reason: e.to_string() })?;
+        Ok(AnonymizationKey(bytes))
+    }
+
+    /// A key read from a file of 64 hex digits.
+    ///
+    /// # Errors
+    /// [`KeyError::Read`] or [`KeyError::File`], naming the path.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<AnonymizationKey, KeyError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| KeyError::Read { path: path.to_owned(), source })?;
+        AnonymizationKey::from_hex(&text)
+            .map_err(|e| KeyError::File { path: path.to_owned(), source: Box::new(e) })
+    }
+
+    /// A fresh random key from the operating system.
+    ///
+    /// # Errors
+    /// [`KeyError::Random`] if the system has no randomness to give.
+    pub fn generate() -> Result<AnonymizationKey, KeyError> {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes).map_err(|e| KeyError::Random { reason: e.to_string() })?;
+        Ok(AnonymizationKey(bytes))
+    }
+
+    /// The key as 64 hex digits, for storing it.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// A public fingerprint of the key (64 bits, 16 hex digits), carried by exports.
+    pub fn key_id(&self) -> String {
+        let id = blake3::derive_key("arbiter-events 2026 key id", &self.0);
+        hex::encode(&id[..8])
+    }
+
+    /// The pseudonym of `id` as an identifier of `kind` under this key.
+    pub fn pseudonym(&self, kind: IdKind, id: &str) -> String {
+        render(kind, &self.subkey(kind), id)
+    }
+
+    fn subkey(&self, kind: IdKind) -> [u8; 32] {
+        blake3::derive_key(kind.context(), &self.0)
+    }
+}
+
+/// The kind of an identifier: each has its own derived subkey and prefix, so the same
+/// string gets unlinkable pseudonyms as an agent and as a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum IdKind {
+    /// `agent_id`, `selected_agent`, alternatives' `agent_id`: prefix `agt_`.
+    Agent,
+    /// `task_id`: prefix `tsk_`.
+    Task,
+    /// `execution_id`: prefix `exe_`.
+    Execution,
+    /// Values of configured attribute keys: prefix `atr_`.
+    Attribute,
+}
+
+impl IdKind {
+    const ALL: [IdKind; 4] = [IdKind::Agent, IdKind::Task, IdKind::Execution, IdKind::Attribute];
+
+    /// The prefix of this kind's pseudonyms.
+    pub const fn prefix(self) -> &'static str {
+        match self {
+            IdKind::Agent => "agt_",
+            IdKind::Task => "tsk_",
+            IdKind::Execution => "exe_",
+            IdKind::Attribute => "atr_",
+        }
+    }
+
+    const fn context(self) -> &'static str {
+        match self {
+            IdKind::Agent => "arbiter-events 2026 pseudonym agent",
+            IdKind::Task => "arbiter-events 2026 pseudonym task",
+            IdKind::Execution => "arbiter-events 2026 pseudonym execution",
+            IdKind::Attribute => "arbiter-events 2026 pseudonym attribute",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+fn render(kind: IdKind, subkey: &[u8; 32], id: &str) -> String {
+    let hash = blake3::keyed_hash(subkey, id.as_bytes());
+    let mut out = String::with_capacity(4 + 2 * PSEUDONYM_BYTES);
+    out.push_str(kind.prefix());
+    out.push_str(&hex::encode(&hash.as_bytes()[..PSEUDONYM_BYTES]));
+    out
+}
+
+/// Where the collector's key came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum KeyOrigin {
+    /// Given to the builder.
+    Explicit,
+    /// `anonymization.key_hex`.
+    Config,
+    /// `anonymization.key_file`.
+    File,
+    /// The `ARBITER_EVENTS_KEY` environment variable.
+    Environment,
+    /// Generated at build and never stored: pseudonyms change with every collector.
+    Ephemeral,
+}
+
+/// Picks the key: explicit, then config hex, then key file, then environment, then a
+/// random ephemeral key.
+pub(crate) fn resolve_key(
+    explicit: Option<AnonymizationKey>,
+    config: &AnonymizationConfig,
+) -> Result<(AnonymizationKey, KeyOrigin), KeyError> {
+    if let Some(key) = explicit {
+        return Ok((key, KeyOrigin::Explicit));
+    }
+    if let Some(hex) = &config.key_hex {
+        return Ok((AnonymizationKey::from_hex(&hex.0)?, KeyOrigin::Config));
+    }
+    if let Some(path) = &config.key_file {
+        return Ok((AnonymizationKey::from_file(path)?, KeyOrigin::File));
+    }
+    if let Ok(text) = std::env::var(KEY_ENV) {
+        let key = AnonymizationKey::from_hex(&text)
+            .map_err(|e| KeyError::Env { source: Box::new(e) })?;
+        return Ok((key, KeyOrigin::Environment));
+    }
+    Ok((AnonymizationKey::generate()?, KeyOrigin::Ephemeral))
+}
+
+/// The ingest worker's anonymizer: subkeys, a bounded memo per kind, the text policy.
+#[derive(Debug)]
+pub(crate) struct Anonymizer {
+    mode: AnonymizationMode,
+    free_text: FreeText,
+    subkeys: [[u8; 32]; 4],
+    memo: [HashMap<String, String>; 4],
+    memo_capacity: usize,
+    attribute_keys: HashSet<String>,
+}
+
+impl Anonymizer {
+    pub(crate) fn new(key: &AnonymizationKey, config: &AnonymizationConfig) -> Anonymizer {
+        Anonymizer {
+            mode: config.mode,
+            free_text: config.free_text,
+            subkeys: IdKind::ALL.map(|kind| key.subkey(kind)),
+            memo: Default::default(),
+            memo_capacity: config.memo_capacity,
+            attribute_keys: config.attribute_keys.iter().cloned().collect(),
+        }
+    }
+
+    /// The pseudonym of `id`, from the memo when it is there. A full memo is emptied
+    /// whole: memory stays bounded and the hot ids come straight back.
+    fn pseudonym(&mut self, kind: IdKind, id: &str) -> String {
+        let memo = &mut self.memo[kind.index()];
+        if let Some(p) = memo.get(id) {
+            return p.clone();
+        }
+        let p = render(kind, &self.subkeys[kind.index()], id);
+        if self.memo_capacity > 0 {
+            if memo.len() >= self.memo_capacity {
+                memo.clear();
+            }
+            memo.insert(id.to_owned(), p.clone());
+        }
+        p
+    }
+
+    fn id(&mut self, kind: IdKind, id: &mut String) {
+        *id = self.pseudonym(kind, id);
+    }
+
+    fn text(&self, text: &mut String) {
+        if self.free_text == FreeText::Redact {
+            REDACTED.clone_into(text);
+        }
+    }
+
+    fn opt_text(&self, text: &mut Option<String>) {
+        if let Some(t) = text {
+            self.text(t);
+        }
+    }
+
+    fn attributes(&mut self, attrs: &mut Attributes) {
+        if self.attribute_keys.is_empty() {
+            return;
+        }
+        for (key, value) in attrs.0.iter_mut() {
+            self.attribute(key, value);
+        }
+    }
+
+    fn attribute(&mut self, key: &str, value: &mut Value) {
+        if self.attribute_keys.contains(key) {
+            self.pseudonymize_value(value);
+            return;
+        }
+        match value {
+            Value::List(items) => items.iter_mut().for_each(|v| self.attribute(key, v)),
+            Value::Map(map) => map.iter_mut().for_each(|(k, v)| self.attribute(k, v)),
+            _ => {}
+        }
+    }
+
+    /// Every scalar below a configured key becomes a pseudonym; `null` and booleans stay.
+    fn pseudonymize_value(&mut self, value: &mut Value) {
+        let plain = match value {
+            Value::Null | Value::Bool(_) => return,
+            Value::Int(i) => i.to_string(),
+            Value::Float(f) => f.to_string(),
+            Value::String(s) => std::mem::take(s),
+            Value::List(items) => return items.iter_mut().for_each(|v| self.pseudonymize_value(v)),
+            Value::Map(map) => return map.values_mut().for_each(|v| self.pseudonymize_value(v)),
+        };
+        *value = Value::String(self.pseudonym(IdKind::Attribute, &plain));
+    }
+
+    /// Replaces every identifier and free text of `event` per the policy.
+    pub(crate) fn apply(&mut self, event: &mut Event) {
+        if self.mode == AnonymizationMode::Off {
+            return;
+        }
+        use IdKind::{Agent, Execution, Task};
+        match event {
+            Event::AgentRegistered(e) => self.id(Agent, &mut e.agent_id),
+            Event::AgentStatusChanged(e) => {
+                self.id(Agent, &mut e.agent_id);
+                self.opt_text(&mut e.reason);
+            }
+            Event::RoutingDecision(e) => {
+                self.id(Task, &mut e.task_id);
+                self.id(Agent, &mut e.selected_agent);
+                for alt in &mut e.alternatives {
+                    self.id(Agent, &mut alt.agent_id);
+                    self.text(&mut alt.reason);
+                }
+                self.text(&mut e.rationale);
+            }
+            Event::TaskStarted(e) => {
+                self.id(Execution, &mut e.execution_id);
+                self.id(Task, &mut e.task_id);
+                self.id(Agent, &mut e.agent_id);
+                self.attributes(&mut e.context);
+            }
+            Event::TaskCompleted(e) => {
+                self.id(Execution, &mut e.execution_id);
+                self.id(Task, &mut e.task_id);
+                self.id(Agent, &mut e.agent_id);
+            }
+            Event::TaskAbandoned(e) => {
+                self.id(Execution, &mut e.execution_id);
+                self.id(Task, &mut e.task_id);
+                self.id(Agent, &mut e.agent_id);
+            }
+            Event::ConstitutionalValidation(e) => {
+                self.id(Task, &mut e.task_id);
+                self.id(Agent, &mut e.agent_id);
+                for v in &mut e.violations {
+                    self.text(&mut v.message);
+                }
+            }
+            Event::ThinkingBudgetAllocated(e) => self.id(Task, &mut e.task_id),
+            Event::ThinkingBudgetUsed(e) => self.id(Task, &mut e.task_id),
+            Event::MinimalityEvaluated(e) => {
+                self.id(Task, &mut e.task_id);
+                self.text(&mut e.quality_assessment);
+            }
+            Event::JudgmentRecorded(e) => self.id(Task, &mut e.task_id),
+            Event::EvaluationOutcome(e) => {
+                self.id(Task, &mut e.task_id);
+                self.opt_text(&mut e.feedback);
+            }
+            Event::RlTrainingMetrics(_) => {}
+            Event::Custom(e) => self.attributes(&mut e.attributes),
+        }
+    }
+}

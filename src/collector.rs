@@ -1,0 +1,628 @@
+//! The handle producers hold: admission, validation, the channel, and the reads.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering::SeqCst, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{RecvTimeoutError, SendTimeoutError, Sender, TrySendError};
+use crossbeam_utils::CachePadded;
+
+use crate::anonymize::{resolve_key, AnonymizationKey, Anonymizer, KeyError, KeyOrigin};
+use crate::clock::{datetime, Clock, SystemClock};
+use crate::config::{AnonymizationMode, Config, Overflow};
+use crate::error::{BuildError, ConfigError, ExportError, FlushError, RecordError, ShutdownError, TryRecordError};
+use crate::event::validate::Limits;
+use crate::event::{Attributes, Event, TaskStarted};
+use crate::execution::TaskExecution;
+use crate::export::{self, Export, ExportContext, ExportRequest};
+use crate::stats::{Dropped, State, Stats, StoreView};
+use crate::store::{Bounds, Store};
+use crate::worker::{self, Msg};
+
+/// How long dropping the last handle waits for the worker to store what is queued.
+pub const DROP_FLUSH_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// Producer-side counters. `submitted` is bumped by every call, so it gets its own line.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) submitted: CachePadded<AtomicU64>,
+    pub(crate) rejected: AtomicU64,
+    pub(crate) queue_full: AtomicU64,
+    pub(crate) paused: AtomicU64,
+    pub(crate) disabled: AtomicU64,
+    pub(crate) shutdown: AtomicU64,
+}
+
+impl Counters {
+    fn dropped(&self) -> Dropped {
+        Dropped {
+            queue_full: self.queue_full.load(SeqCst),
+            paused: self.paused.load(SeqCst),
+            disabled: self.disabled.load(SeqCst),
+            shutdown: self.shutdown.load(SeqCst),
+        }
+    }
+
+    fn count(&self, error: &RecordError) {
+        let counter = match error {
+            RecordError::Invalid(_) => &self.rejected,
+            RecordError::QueueFull | RecordError::Timeout(_) => &self.queue_full,
+            RecordError::Paused => &self.paused,
+            RecordError::Disabled => &self.disabled,
+            RecordError::ShutDown => &self.shutdown,
+        };
+        counter.fetch_add(1, SeqCst);
+    }
+}
+
+/// Settings read on every call, kept in atomics so producers never share a lock.
+#[derive(Debug, Default)]
+pub(crate) struct Live {
+    enabled: AtomicBool,
+    overflow: AtomicU8,
+    block_for_nanos: AtomicU64,
+    limits: [AtomicUsize; 5],
+    batch_size: AtomicUsize,
+    tick_ms: AtomicU64,
+}
+
+impl Live {
+    fn set(&self, config: &Config) {
+        let (mode, wait) = match config.queue.overflow {
+            Overflow::DropNewest => (0, Duration::ZERO),
+            Overflow::Block => (1, Duration::ZERO),
+            Overflow::BlockFor(d) => (2, d),
+        };
+        self.block_for_nanos.store(u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX), Relaxed);
+        self.overflow.store(mode, Relaxed);
+        let l = config.event_limits();
+        let values = [l.max_id_bytes, l.max_string_bytes, l.max_collection_len, l.max_attribute_depth, l.max_attribute_entries];
+        for (slot, value) in self.limits.iter().zip(values) {
+            slot.store(value, Relaxed);
+        }
+        self.batch_size.store(config.worker.batch_size, Relaxed);
+        self.tick_ms.store(config.worker.tick_ms, Relaxed);
+        self.enabled.store(config.enabled, SeqCst);
+    }
+
+    fn overflow(&self) -> Overflow {
+        match self.overflow.load(Relaxed) {
+            0 => Overflow::DropNewest,
+            1 => Overflow::Block,
+            _ => Overflow::BlockFor(Duration::from_nanos(self.block_for_nanos.load(Relaxed))),
+        }
+    }
+
+    fn limits(&self) -> Limits {
+        let [id, string, collection, depth, entries] = &self.limits;
+        Limits {
+            max_id_bytes: id.load(Relaxed),
+            max_string_bytes: string.load(Relaxed),
+            max_collection_len: collection.load(Relaxed),
+            max_attribute_depth: depth.load(Relaxed),
+            max_attribute_entries: entries.load(Relaxed),
+        }
+    }
+
+    pub(crate) fn batch_size(&self) -> usize {
+        self.batch_size.load(Relaxed)
+    }
+
+    pub(crate) fn tick(&self) -> Duration {
+        Duration::from_millis(self.tick_ms.load(Relaxed))
+    }
+}
+
+/// State shared by the handles and the worker.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) counters: Counters,
+    pub(crate) live: Live,
+    pub(crate) clock: Arc<dyn Clock>,
+    paused: AtomicBool,
+    closed: AtomicBool,
+    pub(crate) store: Mutex<Store>,
+    config: Mutex<Config>,
+    started_at: i64,
+    mode: AnonymizationMode,
+    key_id: Option<String>,
+    key_origin: Option<KeyOrigin>,
+    queue_capacity: usize,
+}
+
+fn bounds(config: &Config) -> Bounds {
+    let max_age = i64::try_from(config.max_age().as_nanos()).unwrap_or(i64::MAX);
+    Bounds { max_age_nanos: max_age, max_events: config.retention.max_events, max_bytes: config.retention.max_bytes }
+}
+
+impl Shared {
+    pub(crate) fn lock_store(&self) -> MutexGuard<'_, Store> {
+        // The store is consistent between calls; a panic elsewhere does not spoil it.
+        self.store.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn lock_config(&self) -> MutexGuard<'_, Config> {
+        self.config.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Events submitted and neither stored nor counted yet. Resolved counts are read
+    /// before `submitted`, so this never underflows.
+    pub(crate) fn unresolved(&self) -> u64 {
+        let stored = self.lock_store().next_seq() - 1;
+        let resolved = stored + self.counters.dropped().total() + self.counters.rejected.load(SeqCst);
+        self.counters.submitted.load(SeqCst).saturating_sub(resolved)
+    }
+
+    fn admit(&self) -> Result<(), RecordError> {
+        if self.closed.load(SeqCst) {
+            Err(RecordError::ShutDown)
+        } else if !self.live.enabled.load(Relaxed) {
+            Err(RecordError::Disabled)
+        } else if self.paused.load(Relaxed) {
+            Err(RecordError::Paused)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn state(&self) -> State {
+        if self.closed.load(SeqCst) {
+            State::ShutDown
+        } else if !self.live.enabled.load(SeqCst) {
+            State::Disabled
+        } else if self.paused.load(SeqCst) {
+            State::Paused
+        } else {
+            State::Active
+        }
+    }
+
+    fn stats(&self, queue_depth: usize) -> Stats {
+        let store = self.lock_store();
+        let view = StoreView { retained: store.retained(), lifetime: store.lifetime() };
+        let (kinds, tasks) = (view.kinds(), view.tasks());
+        let stored = store.next_seq() - 1;
+        let (retained, retained_bytes, pruned) = (store.len(), store.bytes(), store.pruned());
+        let first_retained_seq = (retained > 0).then(|| store.first_seq());
+        let last_time = store.last_time();
+        drop(store);
+        let dropped = self.counters.dropped();
+        let rejected = self.counters.rejected.load(SeqCst);
+        let submitted = self.counters.submitted.load(SeqCst);
+        Stats {
+            submitted,
+            stored,
+            rejected,
+            dropped,
+            in_flight: submitted.saturating_sub(stored + dropped.total() + rejected),
+            retained,
+            retained_bytes,
+            pruned,
+            first_retained_seq,
+            last_seq: (stored > 0).then_some(stored),
+            queue_depth,
+            queue_capacity: self.queue_capacity,
+            kinds,
+            tasks,
+            collection_started_at: datetime(self.started_at),
+            last_updated_at: last_time.map(datetime),
+            state: self.state(),
+            anonymization: self.mode,
+            key_id: self.key_id.clone(),
+            key_origin: self.key_origin,
+        }
+    }
+}
+
+/// Builds a [`Collector`]: configuration, clock and key, validated by [`build`](Self::build).
+#[derive(Debug, Default)]
+pub struct CollectorBuilder {
+    config: Config,
+    clock: Option<Arc<dyn Clock>>,
+    key: Option<AnonymizationKey>,
+}
+
+impl CollectorBuilder {
+    /// Uses `config` (default: [`Config::default`]).
+    pub fn config(mut self, config: Config) -> CollectorBuilder {
+        self.config = config;
+        self
+    }
+
+    /// Takes record times and durations from `clock` (default: [`SystemClock`]).
+    pub fn clock(mut self, clock: impl Clock) -> CollectorBuilder {
+        self.clock = Some(Arc::new(clock));
+        self
+    }
+
+    /// Pseudonymizes with `key`, ahead of any key the config or environment names.
+    pub fn key(mut self, key: AnonymizationKey) -> CollectorBuilder {
+        self.key = Some(key);
+        self
+    }
+
+    /// Validates the configuration, resolves the key and starts the ingest worker.
+    ///
+    /// # Errors
+    /// [`BuildError::Config`] for the first rule broken, [`BuildError::Key`] when the
+    /// configured key cannot be read, [`BuildError::Spawn`] when no thread can start.
+    pub fn build(self) -> Result<Collector, BuildError> {
+        let config = self.config;
+        config.validate()?;
+        let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock::new()));
+        let a = &config.anonymization;
+        let (anonymizer, key_id, key_origin) = match a.mode {
+            AnonymizationMode::Pseudonymize => {
+                let (key, origin) = resolve_key(self.key, a)?;
+                (Anonymizer::new(&key, a), Some(key.key_id()), Some(origin))
+            }
+            AnonymizationMode::Off => (Anonymizer::new(&AnonymizationKey::from_bytes([0; 32]), a), None, None),
+        };
+        let mut prefix = [0u8; 8];
+        getrandom::fill(&mut prefix).map_err(|e| KeyError::Random { reason: e.to_string() })?;
+        let live = Live::default();
+        live.set(&config);
+        let shared = Arc::new(Shared {
+            counters: Counters::default(),
+            live,
+            started_at: clock.now_unix_nanos(),
+            clock,
+            paused: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            store: Mutex::new(Store::new(bounds(&config))),
+            mode: a.mode,
+            key_id,
+            key_origin,
+            queue_capacity: config.queue.capacity,
+            config: Mutex::new(config),
+        });
+        let (tx, rx) = crossbeam_channel::bounded(shared.queue_capacity);
+        let worker = worker::spawn(Arc::clone(&shared), rx, anonymizer).map_err(BuildError::Spawn)?;
+        let handle = Handle {
+            shared,
+            tx,
+            worker: Mutex::new(Some(worker)),
+            execution_prefix: hex::encode(prefix),
+            executions: AtomicU64::new(0),
+        };
+        Ok(Collector { inner: Arc::new(handle) })
+    }
+}
+
+struct Handle {
+    shared: Arc<Shared>,
+    tx: Sender<Msg>,
+    worker: Mutex<Option<JoinHandle<()>>>,
+    execution_prefix: String,
+    executions: AtomicU64,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        let _ = self.shutdown(DROP_FLUSH_TIMEOUT);
+    }
+}
+
+impl Handle {
+    fn shutdown(&self, timeout: Duration) -> Result<ShutdownReport, ShutdownError> {
+        let mut worker = self.worker.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let before = self.shared.stats(self.tx.len());
+        let Some(join) = worker.take() else {
+            return Ok(ShutdownReport { flushed: 0, dropped: 0, unresolved: before.in_flight, stats: before });
+        };
+        self.shared.closed.store(true, SeqCst);
+        let deadline = Instant::now() + timeout;
+        let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+        let finished = match self.tx.send_deadline(Msg::Shutdown { deadline, done: done_tx }, deadline) {
+            Ok(()) => !matches!(done_rx.recv_deadline(deadline + SHUTDOWN_GRACE), Err(RecvTimeoutError::Timeout)),
+            Err(_) => false,
+        };
+        if finished {
+            let _ = join.join();
+        }
+        let stats = self.shared.stats(self.tx.len());
+        let report = ShutdownReport {
+            flushed: stats.stored - before.stored,
+            dropped: stats.dropped.shutdown - before.dropped.shutdown,
+            unresolved: stats.in_flight,
+            stats,
+        };
+        if finished && report.unresolved == 0 {
+            Ok(report)
+        } else {
+            Err(ShutdownError::TimedOut { timeout, report: Box::new(report) })
+        }
+    }
+}
+
+/// Slack for the worker to answer after its own deadline.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(50);
+
+/// What [`Collector::shutdown`] stored and lost.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ShutdownReport {
+    /// Events stored while shutting down (queued before, stored during).
+    pub flushed: u64,
+    /// Events refused while shutting down (counted under `dropped.shutdown`).
+    pub dropped: u64,
+    /// Events still unresolved when the timeout ran out: lost, and not counted under
+    /// any reason (0 on success).
+    pub unresolved: u64,
+    /// The final counters.
+    pub stats: Stats,
+}
+
+/// The collector handle: cheap to clone, `Send + Sync`, shared by every producer thread.
+///
+/// ```
+/// use std::time::Duration;
+/// use arbiter_events::{Collector, Config, Cursor, Event, ExportRequest, ThinkingBudgetUsed};
+/// let collector = Collector::new(Config::default())?;
+/// collector.record(Event::ThinkingBudgetUsed(ThinkingBudgetUsed {
+///     task_id: "task-1".into(),
+///     tokens_used: 10,
+///     tokens_allocated: 20,
+/// }))?;
+/// collector.flush(Duration::from_secs(5))?;
+/// let export = collector.export(&ExportRequest::after(Cursor::START))?;
+/// assert_eq!(export.len(), 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct Collector {
+    inner: Arc<Handle>,
+}
+
+impl fmt::Debug for Collector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Collector")
+            .field("state", &self.inner.shared.state())
+            .field("key_id", &self.inner.shared.key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Collector {
+    /// A builder with the default configuration.
+    pub fn builder() -> CollectorBuilder {
+        CollectorBuilder::default()
+    }
+
+    /// Builds a collector from `config` with the system clock.
+    ///
+    /// # Errors
+    /// As [`CollectorBuilder::build`].
+    pub fn new(config: Config) -> Result<Collector, BuildError> {
+        Collector::builder().config(config).build()
+    }
+
+    fn shared(&self) -> &Shared {
+        &self.inner.shared
+    }
+
+    /// Validates `event` and queues it for the worker.
+    ///
+    /// Blocking follows `queue.overflow`: with the default `DropNewest` this never blocks
+    /// and does no I/O.
+    ///
+    /// # Errors
+    /// [`RecordError`] says why the event was not accepted; every case is counted.
+    pub fn record(&self, event: Event) -> Result<(), RecordError> {
+        self.submit(event, self.shared().live.overflow()).map_err(|(_, e)| e)
+    }
+
+    /// Like [`record`](Self::record) but never blocks, whatever the overflow policy, and
+    /// hands the event back on failure.
+    ///
+    /// # Errors
+    /// [`TryRecordError`] with the event and the reason; the failure is counted.
+    pub fn try_record(&self, event: Event) -> Result<(), TryRecordError> {
+        self.submit(event, Overflow::DropNewest).map_err(|(event, error)| TryRecordError { event, error })
+    }
+
+    fn submit(&self, event: Event, overflow: Overflow) -> Result<(), (Event, RecordError)> {
+        let shared = self.shared();
+        // Counted before `closed` is read: see `Worker::close`.
+        shared.counters.submitted.fetch_add(1, SeqCst);
+        let checked = shared.admit().and_then(|()| event.validate(&shared.live.limits()).map_err(RecordError::from));
+        let result = match checked {
+            Err(error) => Err((event, error)),
+            Ok(()) => self.send(event, overflow),
+        };
+        if let Err((_, error)) = &result {
+            shared.counters.count(error);
+        }
+        result
+    }
+
+    fn send(&self, event: Event, overflow: Overflow) -> Result<(), (Event, RecordError)> {
+        let tx = &self.inner.tx;
+        let failed = match overflow {
+            Overflow::DropNewest => match tx.try_send(Msg::Event(event)) {
+                Ok(()) => return Ok(()),
+                Err(TrySendError::Full(m)) => (m, RecordError::QueueFull),
+                Err(TrySendError::Disconnected(m)) => (m, RecordError::ShutDown),
+            },
+            Overflow::Block => match tx.send(Msg::Event(event)) {
+                Ok(()) => return Ok(()),
+                Err(e) => (e.into_inner(), RecordError::ShutDown),
+            },
+            Overflow::BlockFor(wait) => match tx.send_timeout(Msg::Event(event), wait) {
+                Ok(()) => return Ok(()),
+                Err(SendTimeoutError::Timeout(m)) => (m, RecordError::Timeout(wait)),
+                Err(SendTimeoutError::Disconnected(m)) => (m, RecordError::ShutDown),
+            },
+        };
+        match failed {
+            (Msg::Event(event), error) => Err((event, error)),
+            _ => unreachable!("only events are sent on this path"),
+        }
+    }
+
+    /// Records [`TaskStarted`] for a new execution of `task_id` by `agent_id` and returns
+    /// the execution. Completing it records `TaskCompleted` with the duration from the
+    /// monotonic clock; dropping it unfinished records `TaskAbandoned`.
+    ///
+    /// Execution ids are unique per collector and across collectors (a random prefix and
+    /// a counter).
+    ///
+    /// ```
+    /// use arbiter_events::{Attributes, Collector, Config, OutcomeStatus, TaskOutcome};
+    /// let collector = Collector::new(Config::default())?;
+    /// let run = collector.start_task("task-1", "agent-a", Attributes::new())?;
+    /// run.complete(TaskOutcome {
+    ///     status: OutcomeStatus::Succeeded,
+    ///     quality_score: 0.9,
+    ///     efficiency_score: 0.8,
+    ///     tokens_consumed: 1200,
+    /// })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`record`](Self::record); no execution is returned when `TaskStarted` was not accepted.
+    pub fn start_task(
+        &self,
+        task_id: impl Into<String>,
+        agent_id: impl Into<String>,
+        context: Attributes,
+    ) -> Result<TaskExecution, RecordError> {
+        let n = self.inner.executions.fetch_add(1, Relaxed);
+        let execution_id = format!("{}-{n:x}", self.inner.execution_prefix);
+        let (task_id, agent_id) = (task_id.into(), agent_id.into());
+        let started = self.shared().clock.monotonic();
+        self.record(Event::TaskStarted(TaskStarted {
+            execution_id: execution_id.clone(),
+            task_id: task_id.clone(),
+            agent_id: agent_id.clone(),
+            context,
+        }))?;
+        Ok(TaskExecution::new(self.clone(), execution_id, task_id, agent_id, started))
+    }
+
+    pub(crate) fn validate(&self, event: &Event) -> Result<(), crate::ValidationError> {
+        event.validate(&self.shared().live.limits())
+    }
+
+    pub(crate) fn monotonic(&self) -> Duration {
+        self.shared().clock.monotonic()
+    }
+
+    /// Waits until every event recorded before this call is stored and visible to
+    /// [`export`](Self::export) and [`stats`](Self::stats).
+    ///
+    /// Blocks up to `timeout`.
+    ///
+    /// # Errors
+    /// [`FlushError::Timeout`] when the worker did not catch up in time,
+    /// [`FlushError::ShutDown`] after shutdown.
+    pub fn flush(&self, timeout: Duration) -> Result<(), FlushError> {
+        if self.shared().closed.load(SeqCst) {
+            return Err(FlushError::ShutDown);
+        }
+        let deadline = Instant::now() + timeout;
+        let (ack_tx, ack_rx) = crossbeam_channel::bounded(1);
+        match self.inner.tx.send_deadline(Msg::Flush(ack_tx), deadline) {
+            Ok(()) => {}
+            Err(SendTimeoutError::Timeout(_)) => return Err(FlushError::Timeout(timeout)),
+            Err(SendTimeoutError::Disconnected(_)) => return Err(FlushError::ShutDown),
+        }
+        match ack_rx.recv_deadline(deadline) {
+            Ok(()) => Ok(()),
+            Err(RecvTimeoutError::Timeout) => Err(FlushError::Timeout(timeout)),
+            Err(RecvTimeoutError::Disconnected) => Err(FlushError::ShutDown),
+        }
+    }
+
+    /// A snapshot of every counter. O(1): the tallies are kept incrementally.
+    pub fn stats(&self) -> Stats {
+        self.shared().stats(self.inner.tx.len())
+    }
+
+    /// Exports retained records per `request`.
+    ///
+    /// Holds the store's lock for short chunks only, so ingest goes on meanwhile.
+    ///
+    /// # Errors
+    /// [`ExportError::InvalidRequest`] for a contradictory request,
+    /// [`ExportError::CursorAhead`] for a cursor past the last stored seq.
+    pub fn export(&self, request: &ExportRequest) -> Result<Export, ExportError> {
+        let shared = self.shared();
+        let ctx = ExportContext {
+            store: &shared.store,
+            now: shared.clock.now_unix_nanos(),
+            anonymization: shared.mode,
+            key_id: shared.key_id.clone(),
+        };
+        export::export(ctx, request)
+    }
+
+    /// Stops accepting events; they are counted under `dropped.paused` until [`resume`](Self::resume).
+    pub fn pause(&self) {
+        self.shared().paused.store(true, SeqCst);
+    }
+
+    /// Accepts events again after [`pause`](Self::pause).
+    pub fn resume(&self) {
+        self.shared().paused.store(false, SeqCst);
+    }
+
+    /// Whether events are accepted now (enabled, not paused, not shut down).
+    pub fn is_active(&self) -> bool {
+        self.shared().state() == State::Active
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> Config {
+        self.shared().lock_config().clone()
+    }
+
+    /// Changes the configuration live: `f` edits a copy, which is validated and applied
+    /// whole (retention and limits at once, pruning if the new bounds demand it).
+    ///
+    /// ```
+    /// use arbiter_events::{Collector, Config};
+    /// let collector = Collector::new(Config::default())?;
+    /// collector.update_config(|c| c.retention.max_events = 10)?;
+    /// assert!(collector.update_config(|c| c.retention.max_events = 0).is_err());
+    /// assert_eq!(collector.config().retention.max_events, 10);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// The first rule broken, or [`ConfigError::NotLive`] for `queue.capacity` and the
+    /// `anonymization` section, which are fixed at build. Nothing changes on error.
+    pub fn update_config(&self, f: impl FnOnce(&mut Config)) -> Result<(), ConfigError> {
+        let shared = self.shared();
+        let mut config = shared.lock_config();
+        let mut next = config.clone();
+        f(&mut next);
+        next.validate()?;
+        config.check_live_change(&next)?;
+        shared.lock_store().set_bounds(bounds(&next));
+        shared.live.set(&next);
+        *config = next;
+        Ok(())
+    }
+
+    /// Removes every retained record (counted under `pruned.cleared`); returns how many.
+    /// Consumers behind the cleared range see a gap with reason `cleared`.
+    pub fn clear(&self) -> u64 {
+        self.shared().lock_store().clear()
+    }
+
+    /// Stops accepting events, stores everything queued, and stops the worker.
+    ///
+    /// Blocks up to `timeout`. Later calls return a report with nothing flushed. Events
+    /// recorded from now on are counted under `dropped.shutdown`.
+    ///
+    /// # Errors
+    /// [`ShutdownError::TimedOut`] with the report when events were still unresolved
+    /// when the timeout ran out.
+    pub fn shutdown(&self, timeout: Duration) -> Result<ShutdownReport, ShutdownError> {
+        self.inner.shutdown(timeout)
+    }
+}

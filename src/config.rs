@@ -1,0 +1,411 @@
+//! Configuration: a serde struct read from TOML, every default a named constant.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::anonymize::AnonymizationKey;
+use crate::error::ConfigError;
+use crate::event::validate::Limits;
+
+/// Default of `enabled`: the collector records.
+pub const DEFAULT_ENABLED: bool = true;
+/// Default of `queue.capacity`: events the channel holds before the overflow policy applies.
+pub const DEFAULT_QUEUE_CAPACITY: usize = 16_384;
+/// The largest `queue.capacity` accepted.
+pub const MAX_QUEUE_CAPACITY: usize = 1 << 24;
+/// Default of `queue.overflow`: drop the new event and count it; never block.
+pub const DEFAULT_OVERFLOW: Overflow = Overflow::DropNewest;
+/// Default of `retention.max_age_secs`: one day.
+pub const DEFAULT_MAX_AGE_SECS: u64 = 86_400;
+/// Default of `retention.max_events`.
+pub const DEFAULT_MAX_EVENTS: u64 = 1_000_000;
+/// Default of `retention.max_bytes`: 256 MiB of encoded records.
+pub const DEFAULT_MAX_BYTES: u64 = 256 * 1024 * 1024;
+/// The smallest `retention.max_bytes` accepted.
+pub const MIN_MAX_BYTES: u64 = 1024;
+/// Default of `anonymization.mode`.
+pub const DEFAULT_ANONYMIZATION_MODE: AnonymizationMode = AnonymizationMode::Pseudonymize;
+/// Default of `anonymization.free_text`.
+pub const DEFAULT_FREE_TEXT: FreeText = FreeText::Redact;
+/// Default of `anonymization.memo_capacity`: pseudonyms remembered per identifier kind.
+pub const DEFAULT_MEMO_CAPACITY: usize = 16_384;
+/// The largest `anonymization.memo_capacity` accepted.
+pub const MAX_MEMO_CAPACITY: usize = 1 << 22;
+/// Default (and largest allowed value) of `limits.max_id_bytes`.
+pub const DEFAULT_MAX_ID_BYTES: usize = 256;
+/// Default of `limits.max_string_bytes`.
+pub const DEFAULT_MAX_STRING_BYTES: usize = 4096;
+/// The largest `limits.max_string_bytes` accepted.
+pub const MAX_STRING_BYTES: usize = 1 << 20;
+/// Default of `limits.max_collection_len`.
+pub const DEFAULT_MAX_COLLECTION_LEN: usize = 256;
+/// The largest `limits.max_collection_len` accepted.
+pub const MAX_COLLECTION_LEN: usize = 1 << 16;
+/// Default of `limits.max_attribute_depth`.
+pub const DEFAULT_MAX_ATTRIBUTE_DEPTH: usize = 4;
+/// The largest `limits.max_attribute_depth` accepted.
+pub const MAX_ATTRIBUTE_DEPTH: usize = 32;
+/// Default of `limits.max_attribute_entries`: values in one attribute tree.
+pub const DEFAULT_MAX_ATTRIBUTE_ENTRIES: usize = 256;
+/// Default of `worker.batch_size`: events the worker commits per lock of the store.
+pub const DEFAULT_BATCH_SIZE: usize = 512;
+/// The largest `worker.batch_size` accepted.
+pub const MAX_BATCH_SIZE: usize = 1 << 16;
+/// Default of `worker.tick_ms`: how often an idle worker wakes to prune by age.
+pub const DEFAULT_TICK_MS: u64 = 250;
+/// The largest `worker.tick_ms` accepted.
+pub const MAX_TICK_MS: u64 = 60_000;
+
+/// What `record` does when the queue is full.
+///
+/// In TOML: `overflow = "drop_newest"`, `overflow = "block"` or
+/// `overflow = { block_for_ms = 5 }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "OverflowRepr", into = "OverflowRepr")]
+pub enum Overflow {
+    /// Drop the new event, count it under `dropped.queue_full`; never block.
+    DropNewest,
+    /// Block the producer until there is room.
+    Block,
+    /// Block the producer up to this long, then drop and count as `DropNewest`.
+    BlockFor(Duration),
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+enum OverflowRepr {
+    DropNewest,
+    Block,
+    BlockForMs(u64),
+}
+
+impl From<OverflowRepr> for Overflow {
+    fn from(r: OverflowRepr) -> Overflow {
+        match r {
+            OverflowRepr::DropNewest => Overflow::DropNewest,
+            OverflowRepr::Block => Overflow::Block,
+            OverflowRepr::BlockForMs(ms) => Overflow::BlockFor(Duration::from_millis(ms)),
+        }
+    }
+}
+
+impl From<Overflow> for OverflowRepr {
+    fn from(o: Overflow) -> OverflowRepr {
+        match o {
+            Overflow::DropNewest => OverflowRepr::DropNewest,
+            Overflow::Block => OverflowRepr::Block,
+            Overflow::BlockFor(d) => {
+                OverflowRepr::BlockForMs(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            }
+        }
+    }
+}
+
+/// Whether identifiers are replaced by keyed pseudonyms at ingest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnonymizationMode {
+    /// Identifiers become keyed BLAKE3 pseudonyms (`agt_…`, `tsk_…`, `exe_…`, `atr_…`).
+    Pseudonymize,
+    /// Identifiers are stored as given.
+    Off,
+}
+
+/// What happens to free text (`rationale`, `reason`, `feedback`, violation `message`,
+/// `quality_assessment`) when anonymization is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FreeText {
+    /// Replaced by [`REDACTED`](crate::REDACTED).
+    Redact,
+    /// Kept as given.
+    Keep,
+}
+
+/// A hex-encoded key in a config; `Debug` never prints it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct KeyHex(pub String);
+
+impl fmt::Debug for KeyHex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("KeyHex(..)")
+    }
+}
+
+/// The whole configuration. Every field has a default; see the README's table.
+///
+/// ```
+/// use arbiter_events::Config;
+/// let config = Config::from_toml_str("[retention]\nmax_events = 5000\n")?;
+/// assert_eq!(config.retention.max_events, 5000);
+/// # Ok::<(), arbiter_events::ConfigError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Config {
+    /// Whether events are recorded at all (disabled events are counted as dropped).
+    pub enabled: bool,
+    /// The channel between producers and the ingest worker.
+    pub queue: QueueConfig,
+    /// How long and how much the store keeps.
+    pub retention: RetentionConfig,
+    /// Pseudonyms and free-text redaction.
+    pub anonymization: AnonymizationConfig,
+    /// Validation limits for events.
+    pub limits: LimitsConfig,
+    /// The ingest worker.
+    pub worker: WorkerConfig,
+}
+
+/// The channel between producers and the ingest worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct QueueConfig {
+    /// Events the channel holds (fixed at build).
+    pub capacity: usize,
+    /// What `record` does when the channel is full.
+    pub overflow: Overflow,
+}
+
+/// How long and how much the store keeps; the oldest records go first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct RetentionConfig {
+    /// Records older than this many seconds are pruned and never returned.
+    pub max_age_secs: u64,
+    /// The most records retained.
+    pub max_events: u64,
+    /// The most encoded record bytes retained.
+    pub max_bytes: u64,
+}
+
+/// Pseudonyms and free-text redaction (fixed at build).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct AnonymizationConfig {
+    /// Whether identifiers are pseudonymized.
+    pub mode: AnonymizationMode,
+    /// What happens to free text.
+    pub free_text: FreeText,
+    /// The 32-byte key as 64 hex digits. Takes precedence over `key_file` and the
+    /// `ARBITER_EVENTS_KEY` environment variable.
+    pub key_hex: Option<KeyHex>,
+    /// A file holding the key as 64 hex digits.
+    pub key_file: Option<PathBuf>,
+    /// Attribute keys (at any depth) whose values are pseudonymized as `atr_…`.
+    pub attribute_keys: Vec<String>,
+    /// Pseudonyms remembered per identifier kind (0 disables the memo).
+    pub memo_capacity: usize,
+}
+
+/// Validation limits for events (applied live).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct LimitsConfig {
+    /// The longest identifier in bytes (at most 256).
+    pub max_id_bytes: usize,
+    /// The longest free-text or attribute string in bytes.
+    pub max_string_bytes: usize,
+    /// The most items in one list or map.
+    pub max_collection_len: usize,
+    /// The deepest nesting of attribute lists and maps.
+    pub max_attribute_depth: usize,
+    /// The most values in one attribute tree.
+    pub max_attribute_entries: usize,
+}
+
+/// The ingest worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct WorkerConfig {
+    /// The most events committed to the store per lock.
+    pub batch_size: usize,
+    /// How often an idle worker wakes to prune by age, in milliseconds.
+    pub tick_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            enabled: DEFAULT_ENABLED,
+            queue: QueueConfig::default(),
+            retention: RetentionConfig::default(),
+            anonymization: AnonymizationConfig::default(),
+            limits: LimitsConfig::default(),
+            worker: WorkerConfig::default(),
+        }
+    }
+}
+
+impl Default for QueueConfig {
+    fn default() -> QueueConfig {
+        QueueConfig { capacity: DEFAULT_QUEUE_CAPACITY, overflow: DEFAULT_OVERFLOW }
+    }
+}
+
+impl Default for RetentionConfig {
+    fn default() -> RetentionConfig {
+        RetentionConfig {
+            max_age_secs: DEFAULT_MAX_AGE_SECS,
+            max_events: DEFAULT_MAX_EVENTS,
+            max_bytes: DEFAULT_MAX_BYTES,
+        }
+    }
+}
+
+impl Default for AnonymizationConfig {
+    fn default() -> AnonymizationConfig {
+        AnonymizationConfig {
+            mode: DEFAULT_ANONYMIZATION_MODE,
+            free_text: DEFAULT_FREE_TEXT,
+            key_hex: None,
+            key_file: None,
+            attribute_keys: Vec::new(),
+            memo_capacity: DEFAULT_MEMO_CAPACITY,
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> LimitsConfig {
+        LimitsConfig {
+            max_id_bytes: DEFAULT_MAX_ID_BYTES,
+            max_string_bytes: DEFAULT_MAX_STRING_BYTES,
+            max_collection_len: DEFAULT_MAX_COLLECTION_LEN,
+            max_attribute_depth: DEFAULT_MAX_ATTRIBUTE_DEPTH,
+            max_attribute_entries: DEFAULT_MAX_ATTRIBUTE_ENTRIES,
+        }
+    }
+}
+
+impl Default for WorkerConfig {
+    fn default() -> WorkerConfig {
+        WorkerConfig { batch_size: DEFAULT_BATCH_SIZE, tick_ms: DEFAULT_TICK_MS }
+    }
+}
+
+fn range<T: Copy + PartialOrd + Into<u64>>(field: &'static str, value: T, min: T, max: T) -> Result<(), ConfigError> {
+    if value < min || value > max {
+        return Err(ConfigError::OutOfRange {
+            field,
+            value: value.into(),
+            min: min.into(),
+            max: max.into(),
+        });
+    }
+    Ok(())
+}
+
+fn range_usize(field: &'static str, value: usize, min: usize, max: usize) -> Result<(), ConfigError> {
+    let wide = |v: usize| u64::try_from(v).unwrap_or(u64::MAX);
+    range(field, wide(value), wide(min), wide(max))
+}
+
+impl Config {
+    /// Parses a TOML document and validates it.
+    ///
+    /// # Errors
+    /// [`ConfigError::Parse`] for malformed TOML or unknown keys, or the first rule broken.
+    pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse(Box::new(e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads, parses and validates a TOML file.
+    ///
+    /// # Errors
+    /// [`ConfigError::Read`] naming the path, or as [`Config::from_toml_str`].
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Config, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Config::from_toml_str(&text)
+    }
+
+    /// This configuration as a TOML document.
+    ///
+    /// # Errors
+    /// [`ConfigError::Serialize`] if TOML cannot represent a value.
+    pub fn to_toml_string(&self) -> Result<String, ConfigError> {
+        toml::to_string(self).map_err(|e| ConfigError::Serialize(e.to_string()))
+    }
+
+    /// Checks every rule, returning the first one broken.
+    ///
+    /// # Errors
+    /// One [`ConfigError`] variant per rule, naming the field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        range_usize("queue.capacity", self.queue.capacity, 1, MAX_QUEUE_CAPACITY)?;
+        if let Overflow::BlockFor(d) = self.queue.overflow
+            && d.is_zero()
+        {
+            return Err(ConfigError::OutOfRange {
+                field: "queue.overflow.block_for_ms",
+                value: 0,
+                min: 1,
+                max: u64::MAX,
+            });
+        }
+        let r = &self.retention;
+        range("retention.max_age_secs", r.max_age_secs, 1, u64::MAX / 1_000_000_000)?;
+        range("retention.max_events", r.max_events, 1, u64::MAX)?;
+        range("retention.max_bytes", r.max_bytes, MIN_MAX_BYTES, u64::MAX)?;
+        let a = &self.anonymization;
+        if a.key_hex.is_some() && a.key_file.is_some() {
+            return Err(ConfigError::ConflictingKeySources);
+        }
+        if let Some(hex) = &a.key_hex {
+            AnonymizationKey::from_hex(&hex.0).map_err(ConfigError::InvalidKey)?;
+        }
+        if let Some(index) = a.attribute_keys.iter().position(|k| k.is_empty()) {
+            return Err(ConfigError::EmptyAttributeKey { index });
+        }
+        range_usize("anonymization.memo_capacity", a.memo_capacity, 0, MAX_MEMO_CAPACITY)?;
+        let l = &self.limits;
+        range_usize("limits.max_id_bytes", l.max_id_bytes, 1, DEFAULT_MAX_ID_BYTES)?;
+        range_usize("limits.max_string_bytes", l.max_string_bytes, 1, MAX_STRING_BYTES)?;
+        range_usize("limits.max_collection_len", l.max_collection_len, 1, MAX_COLLECTION_LEN)?;
+        range_usize("limits.max_attribute_depth", l.max_attribute_depth, 1, MAX_ATTRIBUTE_DEPTH)?;
+        range_usize("limits.max_attribute_entries", l.max_attribute_entries, 1, MAX_COLLECTION_LEN)?;
+        range_usize("worker.batch_size", self.worker.batch_size, 1, MAX_BATCH_SIZE)?;
+        range("worker.tick_ms", self.worker.tick_ms, 1, MAX_TICK_MS)?;
+        Ok(())
+    }
+
+    /// Checks that `next` changes only what can change while a collector runs.
+    pub(crate) fn check_live_change(&self, next: &Config) -> Result<(), ConfigError> {
+        if self.queue.capacity != next.queue.capacity {
+            return Err(ConfigError::NotLive { field: "queue.capacity" });
+        }
+        if self.anonymization != next.anonymization {
+            return Err(ConfigError::NotLive { field: "anonymization" });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn max_age(&self) -> Duration {
+        Duration::from_secs(self.retention.max_age_secs)
+    }
+
+    pub(crate) fn event_limits(&self) -> Limits {
+        let l = &self.limits;
+        Limits {
+            max_id_bytes: l.max_id_bytes,
+            max_string_bytes: l.max_string_bytes,
+            max_collection_len: l.max_collection_len,
+            max_attribute_depth: l.max_attribute_depth,
+            max_attribute_entries: l.max_attribute_entries,
+        }
+    }
+}

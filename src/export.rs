@@ -1,0 +1,526 @@
+//! Incremental exports: a `seq` cursor, time and kind filters, explicit gaps, and a
+//! self-checking MessagePack layout (header, named-map records, trailer).
+
+use std::io::{Read, Write};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::clock::{datetime, unix_nanos};
+use crate::config::AnonymizationMode;
+use crate::error::ExportError;
+use crate::event::{Event, EventKind};
+use crate::store::Store;
+
+/// The `format` of every export header.
+pub const EXPORT_FORMAT: &str = "arbiter-events/export";
+/// The export layout version this crate writes and reads.
+pub const EXPORT_VERSION: u32 = 1;
+/// Records examined per hold of the store's lock while exporting.
+const EXPORT_CHUNK: usize = 1024;
+
+/// A position in the record stream: exports return the records with `seq` after it.
+///
+/// ```
+/// use arbiter_events::Cursor;
+/// assert_eq!(Cursor::START.seq(), 0);
+/// assert_eq!(Cursor::after_seq(41).seq(), 41);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Cursor(u64);
+
+impl Cursor {
+    /// Before the first record.
+    pub const START: Cursor = Cursor(0);
+
+    /// The position just after the record `seq`.
+    pub const fn after_seq(seq: u64) -> Cursor {
+        Cursor(seq)
+    }
+
+    /// The last seq this cursor has passed (0 for [`Cursor::START`]).
+    pub const fn seq(self) -> u64 {
+        self.0
+    }
+}
+
+/// What to export.
+///
+/// ```
+/// use arbiter_events::{Cursor, EventKind, ExportRequest};
+/// let request = ExportRequest::after(Cursor::START)
+///     .kinds([EventKind::TaskCompleted, EventKind::JudgmentRecorded])
+///     .limit(10_000);
+/// assert_eq!(request.limit, Some(10_000));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ExportRequest {
+    /// Export records with `seq` after this (exclusive).
+    pub after: Cursor,
+    /// Only records with `time >= since`; earlier ones are passed over (the cursor moves past them).
+    pub since: Option<OffsetDateTime>,
+    /// Only records with `time < until`; the export stops before the first later one.
+    pub until: Option<OffsetDateTime>,
+    /// Only these kinds; others are passed over (the cursor moves past them).
+    pub kinds: Option<Vec<EventKind>>,
+    /// At most this many records.
+    pub limit: Option<u64>,
+}
+
+impl ExportRequest {
+    /// Everything after `cursor`.
+    pub fn after(cursor: Cursor) -> ExportRequest {
+        ExportRequest { after: cursor, ..ExportRequest::default() }
+    }
+
+    /// Only records at or after `time`.
+    pub fn since(mut self, time: OffsetDateTime) -> ExportRequest {
+        self.since = Some(time);
+        self
+    }
+
+    /// Only records before `time`.
+    pub fn until(mut self, time: OffsetDateTime) -> ExportRequest {
+        self.until = Some(time);
+        self
+    }
+
+    /// Only records of these kinds.
+    pub fn kinds(mut self, kinds: impl IntoIterator<Item = EventKind>) -> ExportRequest {
+        let mut kinds: Vec<EventKind> = kinds.into_iter().collect();
+        kinds.sort();
+        kinds.dedup();
+        self.kinds = Some(kinds);
+        self
+    }
+
+    /// At most `limit` records.
+    pub fn limit(mut self, limit: u64) -> ExportRequest {
+        self.limit = Some(limit);
+        self
+    }
+
+    fn validate(&self) -> Result<(), ExportError> {
+        if let (Some(since), Some(until)) = (self.since, self.until)
+            && since >= until
+        {
+            return Err(ExportError::InvalidRequest { reason: "`since` must be before `until`" });
+        }
+        if self.limit == Some(0) {
+            return Err(ExportError::InvalidRequest { reason: "`limit` must be at least 1" });
+        }
+        if self.kinds.as_ref().is_some_and(Vec::is_empty) {
+            return Err(ExportError::InvalidRequest { reason: "`kinds` must name at least one kind" });
+        }
+        Ok(())
+    }
+}
+
+/// Why records between two exports are missing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum GapReason {
+    /// Pruned for age.
+    Age,
+    /// Pruned for `max_events` or `max_bytes`.
+    Capacity,
+    /// Removed by `clear`.
+    Cleared,
+    /// Several of these.
+    Mixed,
+}
+
+/// Records the consumer had not pulled and will never get: `from_seq..=to_seq`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gap {
+    /// The first missing seq.
+    pub from_seq: u64,
+    /// The last missing seq.
+    pub to_seq: u64,
+    /// Why they are missing.
+    pub reason: GapReason,
+}
+
+impl Gap {
+    /// How many records are missing.
+    pub fn len(&self) -> u64 {
+        self.to_seq - self.from_seq + 1
+    }
+
+    /// Always false: a gap holds at least one seq.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+}
+
+/// The first value of an export file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ExportHeader {
+    /// Always [`EXPORT_FORMAT`].
+    pub format: String,
+    /// The layout version, [`EXPORT_VERSION`].
+    pub version: u32,
+    /// Whether identifiers are pseudonyms.
+    pub anonymization: AnonymizationMode,
+    /// The fingerprint of the key that made the pseudonyms.
+    pub key_id: Option<String>,
+    /// The request's cursor.
+    pub after: u64,
+    /// The cursor to pass to the next export.
+    pub next_cursor: u64,
+    /// Records after `after` that are gone.
+    pub gap: Option<Gap>,
+    /// The request's `since`, unix nanoseconds.
+    pub since: Option<i64>,
+    /// The request's `until`, unix nanoseconds.
+    pub until: Option<i64>,
+    /// The request's kinds.
+    pub kinds: Option<Vec<EventKind>>,
+    /// The request's limit.
+    pub limit: Option<u64>,
+    /// Records in this export.
+    pub count: u64,
+    /// The seq of the first record.
+    pub first_seq: Option<u64>,
+    /// The seq of the last record.
+    pub last_seq: Option<u64>,
+}
+
+/// The last value of an export file: lets a reader detect truncation and corruption.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ExportTrailer {
+    /// Records in the file.
+    pub count: u64,
+    /// BLAKE3 of the records' bytes, 64 hex digits.
+    pub checksum: String,
+}
+
+/// One stored event with its place in the stream.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Record {
+    /// Strictly increasing from 1, never reused.
+    pub seq: u64,
+    /// When the worker stored it, UTC, non-decreasing in `seq` order.
+    pub time: OffsetDateTime,
+    /// The event, anonymized per the collector's policy.
+    pub event: Event,
+}
+
+#[derive(Serialize)]
+struct RecordRef<'a> {
+    seq: u64,
+    time: i64,
+    #[serde(flatten)]
+    event: &'a Event,
+}
+
+#[derive(Deserialize)]
+struct RecordRepr {
+    seq: u64,
+    time: i64,
+    #[serde(flatten)]
+    event: Event,
+}
+
+impl Serialize for Record {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        RecordRef { seq: self.seq, time: unix_nanos(self.time), event: &self.event }.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Record {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Record, D::Error> {
+        let r = RecordRepr::deserialize(d)?;
+        Ok(Record { seq: r.seq, time: datetime(r.time), event: r.event })
+    }
+}
+
+/// Encodes one record as a named MessagePack map: `seq`, `time`, `type`, then the
+/// event's fields in declaration order.
+pub(crate) fn encode_record(seq: u64, time: i64, event: &Event, scratch: &mut Vec<u8>) -> Result<Box<[u8]>, ExportError> {
+    scratch.clear();
+    event
+        .serialize(&mut rmp_serde::Serializer::new(&mut *scratch).with_struct_map())
+        .map_err(|e| ExportError::Encode(e.to_string()))?;
+    let mut rest: &[u8] = scratch;
+    let fields = rmp::decode::read_map_len(&mut rest).map_err(|e| ExportError::Encode(e.to_string()))?;
+    let mut out = Vec::with_capacity(scratch.len() + 24);
+    let written = (|| {
+        rmp::encode::write_map_len(&mut out, fields + 2)?;
+        rmp::encode::write_str(&mut out, "seq")?;
+        rmp::encode::write_uint(&mut out, seq)?;
+        rmp::encode::write_str(&mut out, "time")?;
+        rmp::encode::write_sint(&mut out, time)?;
+        Ok::<(), rmp::encode::ValueWriteError>(())
+    })();
+    written.map_err(|e| ExportError::Encode(e.to_string()))?;
+    out.extend_from_slice(rest);
+    Ok(out.into_boxed_slice())
+}
+
+/// The result of [`Collector::export`](crate::Collector::export): a header and the
+/// encoded records, ready to write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Export {
+    header: ExportHeader,
+    records: Vec<u8>,
+    checksum: String,
+}
+
+impl Export {
+    /// The header (cursors, gap, filters, counts).
+    pub fn header(&self) -> &ExportHeader {
+        &self.header
+    }
+
+    /// The cursor to pass to the next export.
+    pub fn next_cursor(&self) -> Cursor {
+        Cursor(self.header.next_cursor)
+    }
+
+    /// Records the consumer had not pulled that are gone, if any.
+    pub fn gap(&self) -> Option<Gap> {
+        self.header.gap
+    }
+
+    /// The number of records.
+    pub fn len(&self) -> u64 {
+        self.header.count
+    }
+
+    /// Whether there are no records.
+    pub fn is_empty(&self) -> bool {
+        self.header.count == 0
+    }
+
+    /// The trailer this export ends with.
+    pub fn trailer(&self) -> ExportTrailer {
+        ExportTrailer { count: self.header.count, checksum: self.checksum.clone() }
+    }
+
+    /// Decodes the records.
+    pub fn records(&self) -> impl Iterator<Item = Result<Record, ExportError>> + '_ {
+        let mut input = std::io::Cursor::new(self.records.as_slice());
+        (0..self.header.count).map(move |index| {
+            let offset = input.position();
+            Record::deserialize(&mut rmp_serde::Deserializer::new(&mut input))
+                .map_err(|e| ExportError::Corrupt { index, offset, reason: e.to_string() })
+        })
+    }
+
+    /// Streams the export to `out`: header, records, trailer.
+    ///
+    /// # Errors
+    /// [`ExportError::Io`] when `out` fails.
+    pub fn write_msgpack<W: Write>(&self, mut out: W) -> Result<(), ExportError> {
+        write_value(&mut out, &self.header)?;
+        out.write_all(&self.records)?;
+        write_value(&mut out, &self.trailer())?;
+        out.flush()?;
+        Ok(())
+    }
+
+    /// The export as one MessagePack byte string.
+    pub fn to_msgpack(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.records.len() + 512);
+        // Writing to a Vec cannot fail.
+        let _ = self.write_msgpack(&mut out);
+        out
+    }
+}
+
+fn write_value<W: Write, T: Serialize>(out: &mut W, value: &T) -> Result<(), ExportError> {
+    rmp_serde::encode::write_named(out, value).map_err(|e| match e {
+        rmp_serde::encode::Error::InvalidValueWrite(rmp::encode::ValueWriteError::InvalidMarkerWrite(io))
+        | rmp_serde::encode::Error::InvalidValueWrite(rmp::encode::ValueWriteError::InvalidDataWrite(io)) => {
+            ExportError::Io(io)
+        }
+        other => ExportError::Encode(other.to_string()),
+    })
+}
+
+/// Everything settings-wise an export needs besides the store.
+pub(crate) struct ExportContext<'a> {
+    pub(crate) store: &'a Mutex<Store>,
+    pub(crate) now: i64,
+    pub(crate) anonymization: AnonymizationMode,
+    pub(crate) key_id: Option<String>,
+}
+
+/// Builds an export, holding the store's lock for at most [`EXPORT_CHUNK`] records at a time.
+pub(crate) fn export(ctx: ExportContext<'_>, req: &ExportRequest) -> Result<Export, ExportError> {
+    req.validate()?;
+    let since = req.since.map(unix_nanos);
+    let until = req.until.map(unix_nanos);
+    let mut cursor = req.after.seq();
+    let mut gap = None;
+    let mut records = Vec::new();
+    let mut hasher = blake3::Hasher::new();
+    let (mut count, mut first_seq, mut last_seq) = (0u64, None, None);
+    let mut end = None;
+    loop {
+        let mut store = ctx.store.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let end_seq = match end {
+            None => {
+                store.prune_expired(ctx.now);
+                let next = store.next_seq();
+                if cursor >= next {
+                    return Err(ExportError::CursorAhead { after: cursor, last_seq: next - 1 });
+                }
+                let first = store.first_seq();
+                if cursor + 1 < first {
+                    let reason = store.removal_reason(cursor + 1, first - 1);
+                    gap = Some(Gap { from_seq: cursor + 1, to_seq: first - 1, reason });
+                    cursor = first - 1;
+                }
+                if let Some(since) = since {
+                    cursor = cursor.max(store.first_seq_at(since) - 1);
+                }
+                *end.insert(next)
+            }
+            // Records removed while the lock was released: stop here, the next export
+            // reports them as a gap.
+            Some(_) if store.first_seq() > cursor + 1 => break,
+            Some(end_seq) => end_seq,
+        };
+        let mut examined = 0;
+        let mut finished = true;
+        for entry in store.from_seq(cursor + 1) {
+            if entry.seq >= end_seq
+                || until.is_some_and(|u| entry.time >= u)
+                || req.limit.is_some_and(|l| count >= l)
+            {
+                break;
+            }
+            if examined == EXPORT_CHUNK {
+                finished = false;
+                break;
+            }
+            examined += 1;
+            cursor = entry.seq;
+            if req.kinds.as_ref().is_some_and(|k| !k.contains(&entry.kind)) {
+                continue;
+            }
+            records.extend_from_slice(&entry.bytes);
+            hasher.update(&entry.bytes);
+            count += 1;
+            first_seq.get_or_insert(entry.seq);
+            last_seq = Some(entry.seq);
+        }
+        drop(store);
+        if finished {
+            break;
+        }
+    }
+    let header = ExportHeader {
+        format: EXPORT_FORMAT.to_owned(),
+        version: EXPORT_VERSION,
+        anonymization: ctx.anonymization,
+        key_id: ctx.key_id,
+        after: req.after.seq(),
+        next_cursor: cursor,
+        gap,
+        since,
+        until,
+        kinds: req.kinds.clone(),
+        limit: req.limit,
+        count,
+        first_seq,
+        last_seq,
+    };
+    Ok(Export { header, records, checksum: hasher.finalize().to_hex().to_string() })
+}
+
+/// An export file read back and verified.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ExportFile {
+    /// Its header.
+    pub header: ExportHeader,
+    /// Its records, in seq order.
+    pub records: Vec<Record>,
+    /// Its trailer (already checked against the records).
+    pub trailer: ExportTrailer,
+}
+
+fn is_eof(e: &rmp_serde::decode::Error) -> bool {
+    use rmp_serde::decode::Error as E;
+    matches!(e, E::InvalidMarkerRead(io) | E::InvalidDataRead(io) if io.kind() == std::io::ErrorKind::UnexpectedEof)
+}
+
+/// Reads an export and verifies it: format and version, every record, the count and the
+/// checksum in the trailer, and nothing after it.
+///
+/// ```
+/// use arbiter_events::{read_export, Collector, Config, Cursor, ExportRequest};
+/// let collector = Collector::new(Config::default())?;
+/// let bytes = collector.export(&ExportRequest::after(Cursor::START))?.to_msgpack();
+/// let file = read_export(bytes.as_slice())?;
+/// assert_eq!(file.trailer.count, 0);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// # Errors
+/// [`ExportError::Truncated`] when the input ends early, [`ExportError::Corrupt`] or
+/// [`ExportError::ChecksumMismatch`] when it was damaged, [`ExportError::Unsupported`]
+/// for another format or version.
+pub fn read_export<R: Read>(mut input: R) -> Result<ExportFile, ExportError> {
+    let mut bytes = Vec::new();
+    input.read_to_end(&mut bytes)?;
+    let mut cur = std::io::Cursor::new(bytes.as_slice());
+    let header: ExportHeader = decode(&mut cur, "header", 0, 0)?;
+    if header.format != EXPORT_FORMAT || header.version != EXPORT_VERSION {
+        return Err(ExportError::Unsupported { format: header.format, version: header.version });
+    }
+    let mut hasher = blake3::Hasher::new();
+    let mut records = Vec::with_capacity(usize::try_from(header.count.min(1 << 20)).unwrap_or(0));
+    for index in 0..header.count {
+        let start = cur.position();
+        let record: Record = decode(&mut cur, "record", index, header.count)?;
+        hasher.update(&bytes[to_usize(start)..to_usize(cur.position())]);
+        records.push(record);
+    }
+    let trailer: ExportTrailer = decode(&mut cur, "trailer", header.count, header.count)?;
+    if trailer.count != header.count {
+        return Err(ExportError::CountMismatch { header: header.count, trailer: trailer.count });
+    }
+    let actual = hasher.finalize().to_hex().to_string();
+    if trailer.checksum != actual {
+        return Err(ExportError::ChecksumMismatch { expected: trailer.checksum, actual });
+    }
+    if cur.position() != bytes.len() as u64 {
+        return Err(ExportError::Corrupt {
+            index: header.count,
+            offset: cur.position(),
+            reason: "bytes after the trailer".to_owned(),
+        });
+    }
+    Ok(ExportFile { header, records, trailer })
+}
+
+fn to_usize(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(
+    cur: &mut std::io::Cursor<&[u8]>,
+    what: &'static str,
+    index: u64,
+    expected: u64,
+) -> Result<T, ExportError> {
+    let offset = cur.position();
+    T::deserialize(&mut rmp_serde::Deserializer::new(&mut *cur)).map_err(|e| {
+        if is_eof(&e) {
+            ExportError::Truncated { what, records_read: index, expected, offset }
+        } else {
+            ExportError::Corrupt { index, offset, reason: format!("{what}: {e}") }
+        }
+    })
+}

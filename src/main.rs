@@ -1,0 +1,2 @@
+//! The `arbiter-events` command line.
+fn main() {}

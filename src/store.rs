@@ -1,0 +1,315 @@
+//! The retained records: a pure data structure (no I/O, no threads).
+//!
+//! Records sit in `seq` order in a ring; every removal is from the front, so pruning is
+//! amortized O(1) per record. Sizes and tallies are kept incrementally, so reading them
+//! is O(1) whatever the number of records.
+
+use std::collections::VecDeque;
+
+use crate::event::{EventKind, OutcomeStatus};
+use crate::export::GapReason;
+use crate::stats::{Pruned, Tally};
+
+/// How an execution ended, for the task tallies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TaskEnd {
+    Completed(OutcomeStatus),
+    Abandoned,
+}
+
+/// Task facts kept beside a record so its tallies can be taken back when it is pruned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TaskMeta {
+    pub(crate) end: TaskEnd,
+    pub(crate) duration_us: u64,
+}
+
+/// One retained record: its encoded bytes and what reads and tallies need without decoding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Entry {
+    pub(crate) seq: u64,
+    pub(crate) time: i64,
+    pub(crate) kind: EventKind,
+    pub(crate) task: Option<TaskMeta>,
+    pub(crate) bytes: Box<[u8]>,
+}
+
+/// Why records left the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Removal {
+    Age,
+    Capacity,
+    Cleared,
+}
+
+impl From<Removal> for GapReason {
+    fn from(r: Removal) -> GapReason {
+        match r {
+            Removal::Age => GapReason::Age,
+            Removal::Capacity => GapReason::Capacity,
+            Removal::Cleared => GapReason::Cleared,
+        }
+    }
+}
+
+/// A run of removed seqs, all for one reason (or several, once merged).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct RemovedRange {
+    from: u64,
+    to: u64,
+    reason: GapReason,
+}
+
+/// The most removal ranges remembered; older ones merge (reason `mixed`).
+const MAX_REMOVED_RANGES: usize = 256;
+
+/// The store's bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Bounds {
+    pub(crate) max_age_nanos: i64,
+    pub(crate) max_events: u64,
+    pub(crate) max_bytes: u64,
+}
+
+#[derive(Debug)]
+pub(crate) struct Store {
+    entries: VecDeque<Entry>,
+    bytes: u64,
+    next_seq: u64,
+    bounds: Bounds,
+    retained: Tally,
+    lifetime: Tally,
+    pruned: Pruned,
+    removed: VecDeque<RemovedRange>,
+    last_time: Option<i64>,
+}
+
+impl Store {
+    pub(crate) fn new(bounds: Bounds) -> Store {
+        Store {
+            entries: VecDeque::new(),
+            bytes: 0,
+            next_seq: 1,
+            bounds,
+            retained: Tally::default(),
+            lifetime: Tally::default(),
+            pruned: Pruned::default(),
+            removed: VecDeque::new(),
+            last_time: None,
+        }
+    }
+
+    /// Appends a record (its `seq` must be the next one), then enforces the count and
+    /// byte bounds.
+    pub(crate) fn push(&mut self, entry: Entry) {
+        debug_assert_eq!(entry.seq, self.next_seq, "seqs are assigned contiguously");
+        debug_assert!(self.last_time.is_none_or(|t| t <= entry.time), "time never decreases");
+        self.next_seq = entry.seq + 1;
+        self.last_time = Some(entry.time);
+        self.bytes += entry.bytes.len() as u64;
+        self.retained.add(&entry);
+        self.lifetime.add(&entry);
+        self.entries.push_back(entry);
+        self.enforce_capacity();
+    }
+
+    /// Removes every record older than the retention period at `now`.
+    pub(crate) fn prune_expired(&mut self, now: i64) {
+        let cutoff = self.cutoff(now);
+        while self.entries.front().is_some_and(|e| e.time < cutoff) {
+            self.pop_front(Removal::Age);
+        }
+    }
+
+    /// Records with a time before this are expired at `now`.
+    pub(crate) fn cutoff(&self, now: i64) -> i64 {
+        now.saturating_sub(self.bounds.max_age_nanos)
+    }
+
+    /// Removes every record; returns how many.
+    pub(crate) fn clear(&mut self) -> u64 {
+        let n = self.entries.len() as u64;
+        while !self.entries.is_empty() {
+            self.pop_front(Removal::Cleared);
+        }
+        n
+    }
+
+    /// Changes the bounds, pruning at once to meet the count and byte bounds.
+    pub(crate) fn set_bounds(&mut self, bounds: Bounds) {
+        self.bounds = bounds;
+        self.enforce_capacity();
+    }
+
+    fn enforce_capacity(&mut self) {
+        while self.entries.len() as u64 > self.bounds.max_events || self.bytes > self.bounds.max_bytes {
+            self.pop_front(Removal::Capacity);
+        }
+    }
+
+    fn pop_front(&mut self, why: Removal) {
+        let Some(entry) = self.entries.pop_front() else { return };
+        self.bytes -= entry.bytes.len() as u64;
+        self.retained.remove(&entry);
+        self.pruned.count(why);
+        self.note_removed(entry.seq, why.into());
+    }
+
+    fn note_removed(&mut self, seq: u64, reason: GapReason) {
+        if let Some(last) = self.removed.back_mut()
+            && last.reason == reason
+            && last.to + 1 == seq
+        {
+            last.to = seq;
+            return;
+        }
+        self.removed.push_back(RemovedRange { from: seq, to: seq, reason });
+        if self.removed.len() > MAX_REMOVED_RANGES
+            && let (Some(a), Some(b)) = (self.removed.pop_front(), self.removed.pop_front())
+        {
+            self.removed.push_front(RemovedRange { from: a.from, to: b.to, reason: GapReason::Mixed });
+        }
+    }
+
+    /// Why the seqs `from..=to` (all removed) are gone.
+    pub(crate) fn removal_reason(&self, from: u64, to: u64) -> GapReason {
+        let mut reasons = self
+            .removed
+            .iter()
+            .filter(|r| r.to >= from && r.from <= to)
+            .map(|r| r.reason);
+        match reasons.next() {
+            Some(first) if reasons.all(|r| r == first) => first,
+            _ => GapReason::Mixed,
+        }
+    }
+
+    /// The seq of the oldest retained record, or the next seq when none is retained.
+    pub(crate) fn first_seq(&self) -> u64 {
+        self.entries.front().map_or(self.next_seq, |e| e.seq)
+    }
+
+    /// The seq the next record will get.
+    pub(crate) fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// The retained records from the first with `seq >= seq` on.
+    pub(crate) fn from_seq(&self, seq: u64) -> std::collections::vec_deque::Iter<'_, Entry> {
+        let skip = usize::try_from(seq.saturating_sub(self.first_seq())).unwrap_or(usize::MAX);
+        self.entries.range(skip.min(self.entries.len())..)
+    }
+
+    /// The seq of the first retained record with `time >= time` (binary search: times
+    /// never decrease in seq order), or the next seq when there is none.
+    pub(crate) fn first_seq_at(&self, time: i64) -> u64 {
+        let i = self.entries.partition_point(|e| e.time < time);
+        self.entries.get(i).map_or(self.next_seq, |e| e.seq)
+    }
+
+    pub(crate) fn len(&self) -> u64 {
+        self.entries.len() as u64
+    }
+
+    pub(crate) fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    pub(crate) fn retained(&self) -> &Tally {
+        &self.retained
+    }
+
+    pub(crate) fn lifetime(&self) -> &Tally {
+        &self.lifetime
+    }
+
+    pub(crate) fn pruned(&self) -> Pruned {
+        self.pruned
+    }
+
+    pub(crate) fn last_time(&self) -> Option<i64> {
+        self.last_time
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(seq: u64, time: i64, len: usize) -> Entry {
+        Entry { seq, time, kind: EventKind::Custom, task: None, bytes: vec![0; len].into() }
+    }
+
+    fn bounds(max_events: u64, max_bytes: u64) -> Bounds {
+        Bounds { max_age_nanos: 100, max_events, max_bytes }
+    }
+
+    #[test]
+    fn smoke() {
+        let mut s = Store::new(bounds(10, 1000));
+        s.push(entry(1, 0, 10));
+        assert_eq!((s.len(), s.bytes(), s.first_seq(), s.next_seq()), (1, 10, 1, 2));
+    }
+
+    #[test]
+    fn capacity_prunes_oldest_first_and_keeps_order() {
+        let mut s = Store::new(bounds(3, 1000));
+        for seq in 1..=5 {
+            s.push(entry(seq, seq as i64, 10));
+        }
+        let seqs: Vec<u64> = s.from_seq(0).map(|e| e.seq).collect();
+        assert_eq!(seqs, [3, 4, 5]);
+        assert_eq!(s.pruned().capacity, 2);
+        assert_eq!(s.removal_reason(1, 2), GapReason::Capacity);
+    }
+
+    #[test]
+    fn bytes_bound_is_tracked_incrementally() {
+        let mut s = Store::new(bounds(100, 25));
+        for seq in 1..=4 {
+            s.push(entry(seq, 0, 10));
+        }
+        assert_eq!(s.bytes(), 20);
+        assert_eq!(s.len(), 2);
+    }
+
+    #[test]
+    fn age_and_clear_reasons_are_remembered() {
+        let mut s = Store::new(bounds(100, 10_000));
+        for seq in 1..=6 {
+            s.push(entry(seq, seq as i64 * 10, 1));
+        }
+        s.prune_expired(130); // cutoff 30: seqs 1, 2 go
+        assert_eq!(s.first_seq(), 3);
+        assert_eq!(s.clear(), 4);
+        assert_eq!(s.removal_reason(1, 2), GapReason::Age);
+        assert_eq!(s.removal_reason(3, 6), GapReason::Cleared);
+        assert_eq!(s.removal_reason(1, 6), GapReason::Mixed);
+        assert_eq!(s.first_seq(), 7);
+    }
+
+    #[test]
+    fn time_search_and_seq_ranges() {
+        let mut s = Store::new(bounds(100, 10_000));
+        for seq in 1..=5 {
+            s.push(entry(seq, (seq as i64 / 2) * 10, 1));
+        }
+        assert_eq!(s.first_seq_at(10), 2);
+        assert_eq!(s.first_seq_at(11), 4);
+        assert_eq!(s.first_seq_at(1000), 6);
+        assert_eq!(s.from_seq(4).count(), 2);
+        assert_eq!(s.from_seq(99).count(), 0);
+    }
+
+    #[test]
+    fn removal_log_stays_bounded() {
+        let mut s = Store::new(bounds(1, 10_000));
+        for seq in 1..=2000 {
+            s.push(entry(seq, 0, 1));
+            if seq % 2 == 0 {
+                s.clear();
+            }
+        }
+        assert!(s.removed.len() <= MAX_REMOVED_RANGES);
+    }
+}
