@@ -91,8 +91,9 @@ impl AnonymizationKey {
     /// [`KeyError::InvalidHex`] for anything else.
     pub fn from_hex(text: &str) -> Result<AnonymizationKey, KeyError> {
         let mut bytes = [0u8; 32];
-        hex::decode_to_slice(text.trim(), &mut bytes)
-            .map_err(|e| KeyError::InvalidHex { reason: e.to_string() })?;
+        hex::decode_to_slice(text.trim(), &mut bytes).map_err(|e| KeyError::InvalidHex {
+            reason: e.to_string(),
+        })?;
         Ok(AnonymizationKey(bytes))
     }
 
@@ -102,10 +103,14 @@ impl AnonymizationKey {
     /// [`KeyError::Read`] or [`KeyError::File`], naming the path.
     pub fn from_file(path: impl AsRef<Path>) -> Result<AnonymizationKey, KeyError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| KeyError::Read { path: path.to_owned(), source })?;
-        AnonymizationKey::from_hex(&text)
-            .map_err(|e| KeyError::File { path: path.to_owned(), source: Box::new(e) })
+        let text = std::fs::read_to_string(path).map_err(|source| KeyError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        AnonymizationKey::from_hex(&text).map_err(|e| KeyError::File {
+            path: path.to_owned(),
+            source: Box::new(e),
+        })
     }
 
     /// A fresh random key from the operating system.
@@ -114,7 +119,9 @@ impl AnonymizationKey {
     /// [`KeyError::Random`] if the system has no randomness to give.
     pub fn generate() -> Result<AnonymizationKey, KeyError> {
         let mut bytes = [0u8; 32];
-        getrandom::fill(&mut bytes).map_err(|e| KeyError::Random { reason: e.to_string() })?;
+        getrandom::fill(&mut bytes).map_err(|e| KeyError::Random {
+            reason: e.to_string(),
+        })?;
         Ok(AnonymizationKey(bytes))
     }
 
@@ -155,7 +162,12 @@ pub enum IdKind {
 }
 
 impl IdKind {
-    const ALL: [IdKind; 4] = [IdKind::Agent, IdKind::Task, IdKind::Execution, IdKind::Attribute];
+    const ALL: [IdKind; 4] = [
+        IdKind::Agent,
+        IdKind::Task,
+        IdKind::Execution,
+        IdKind::Attribute,
+    ];
 
     /// The prefix of this kind's pseudonyms.
     pub const fn prefix(self) -> &'static str {
@@ -222,8 +234,9 @@ pub(crate) fn resolve_key(
         return Ok((AnonymizationKey::from_file(path)?, KeyOrigin::File));
     }
     if let Ok(text) = std::env::var(KEY_ENV) {
-        let key = AnonymizationKey::from_hex(&text)
-            .map_err(|e| KeyError::Env { source: Box::new(e) })?;
+        let key = AnonymizationKey::from_hex(&text).map_err(|e| KeyError::Env {
+            source: Box::new(e),
+        })?;
         return Ok((key, KeyOrigin::Environment));
     }
     Ok((AnonymizationKey::generate()?, KeyOrigin::Ephemeral))

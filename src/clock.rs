@@ -28,7 +28,9 @@ pub struct SystemClock {
 impl SystemClock {
     /// A clock whose monotonic origin is now.
     pub fn new() -> SystemClock {
-        SystemClock { origin: Instant::now() }
+        SystemClock {
+            origin: Instant::now(),
+        }
     }
 }
 
@@ -74,20 +76,31 @@ struct ManualInner {
 impl ManualClock {
     /// A clock at `unix_nanos`, with monotonic time zero.
     pub fn new(unix_nanos: i64) -> ManualClock {
-        let inner = ManualInner { wall: AtomicI64::new(unix_nanos), mono: AtomicU64::new(0) };
-        ManualClock { inner: Arc::new(inner) }
+        let inner = ManualInner {
+            wall: AtomicI64::new(unix_nanos),
+            mono: AtomicU64::new(0),
+        };
+        ManualClock {
+            inner: Arc::new(inner),
+        }
     }
 
     /// Moves both clocks forward by `by` (saturating).
     pub fn advance(&self, by: Duration) {
         let nanos = u64::try_from(by.as_nanos()).unwrap_or(u64::MAX);
         let wall = i64::try_from(nanos).unwrap_or(i64::MAX);
-        let _ = self.inner.wall.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |w| {
-            Some(w.saturating_add(wall))
-        });
-        let _ = self.inner.mono.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |m| {
-            Some(m.saturating_add(nanos))
-        });
+        let _ = self
+            .inner
+            .wall
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |w| {
+                Some(w.saturating_add(wall))
+            });
+        let _ = self
+            .inner
+            .mono
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |m| {
+                Some(m.saturating_add(nanos))
+            });
     }
 
     /// Sets the wall clock (it may go backwards; record times still never do).
@@ -108,10 +121,15 @@ impl Clock for ManualClock {
 
 /// Nanoseconds since the Unix epoch, saturated to the `i64` range.
 pub(crate) fn unix_nanos(t: OffsetDateTime) -> i64 {
-    i64::try_from(t.unix_timestamp_nanos()).unwrap_or(if t.year() < 1970 { i64::MIN } else { i64::MAX })
+    i64::try_from(t.unix_timestamp_nanos()).unwrap_or(if t.year() < 1970 {
+        i64::MIN
+    } else {
+        i64::MAX
+    })
 }
 
 /// The UTC date-time of `nanos` since the Unix epoch (every `i64` is in range).
 pub(crate) fn datetime(nanos: i64) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(nanos)).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(nanos))
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }

@@ -1,7 +1,9 @@
 //! The handle producers hold: admission, validation, the channel, and the reads.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering::SeqCst, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst,
+};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -9,10 +11,12 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{RecvTimeoutError, SendTimeoutError, Sender, TrySendError};
 use crossbeam_utils::CachePadded;
 
-use crate::anonymize::{resolve_key, AnonymizationKey, Anonymizer, KeyError, KeyOrigin};
-use crate::clock::{datetime, Clock, SystemClock};
+use crate::anonymize::{AnonymizationKey, Anonymizer, KeyError, KeyOrigin, resolve_key};
+use crate::clock::{Clock, SystemClock, datetime};
 use crate::config::{AnonymizationMode, Config, Overflow};
-use crate::error::{BuildError, ConfigError, ExportError, FlushError, RecordError, ShutdownError, TryRecordError};
+use crate::error::{
+    BuildError, ConfigError, ExportError, FlushError, RecordError, ShutdownError, TryRecordError,
+};
 use crate::event::validate::Limits;
 use crate::event::{Attributes, Event, TaskStarted};
 use crate::execution::TaskExecution;
@@ -75,10 +79,17 @@ impl Live {
             Overflow::Block => (1, Duration::ZERO),
             Overflow::BlockFor(d) => (2, d),
         };
-        self.block_for_nanos.store(u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX), Relaxed);
+        self.block_for_nanos
+            .store(u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX), Relaxed);
         self.overflow.store(mode, Relaxed);
         let l = config.event_limits();
-        let values = [l.max_id_bytes, l.max_string_bytes, l.max_collection_len, l.max_attribute_depth, l.max_attribute_entries];
+        let values = [
+            l.max_id_bytes,
+            l.max_string_bytes,
+            l.max_collection_len,
+            l.max_attribute_depth,
+            l.max_attribute_entries,
+        ];
         for (slot, value) in self.limits.iter().zip(values) {
             slot.store(value, Relaxed);
         }
@@ -134,25 +145,37 @@ pub(crate) struct Shared {
 
 fn bounds(config: &Config) -> Bounds {
     let max_age = i64::try_from(config.max_age().as_nanos()).unwrap_or(i64::MAX);
-    Bounds { max_age_nanos: max_age, max_events: config.retention.max_events, max_bytes: config.retention.max_bytes }
+    Bounds {
+        max_age_nanos: max_age,
+        max_events: config.retention.max_events,
+        max_bytes: config.retention.max_bytes,
+    }
 }
 
 impl Shared {
     pub(crate) fn lock_store(&self) -> MutexGuard<'_, Store> {
         // The store is consistent between calls; a panic elsewhere does not spoil it.
-        self.store.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.store
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn lock_config(&self) -> MutexGuard<'_, Config> {
-        self.config.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.config
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Events submitted and neither stored nor counted yet. Resolved counts are read
     /// before `submitted`, so this never underflows.
     pub(crate) fn unresolved(&self) -> u64 {
         let stored = self.lock_store().next_seq() - 1;
-        let resolved = stored + self.counters.dropped().total() + self.counters.rejected.load(SeqCst);
-        self.counters.submitted.load(SeqCst).saturating_sub(resolved)
+        let resolved =
+            stored + self.counters.dropped().total() + self.counters.rejected.load(SeqCst);
+        self.counters
+            .submitted
+            .load(SeqCst)
+            .saturating_sub(resolved)
     }
 
     fn admit(&self) -> Result<(), RecordError> {
@@ -181,7 +204,10 @@ impl Shared {
 
     fn stats(&self, queue_depth: usize) -> Stats {
         let store = self.lock_store();
-        let view = StoreView { retained: store.retained(), lifetime: store.lifetime() };
+        let view = StoreView {
+            retained: store.retained(),
+            lifetime: store.lifetime(),
+        };
         let (kinds, tasks) = (view.kinds(), view.tasks());
         let stored = store.next_seq() - 1;
         let (retained, retained_bytes, pruned) = (store.len(), store.bytes(), store.pruned());
@@ -258,10 +284,16 @@ impl CollectorBuilder {
                 let (key, origin) = resolve_key(self.key, a)?;
                 (Anonymizer::new(&key, a), Some(key.key_id()), Some(origin))
             }
-            AnonymizationMode::Off => (Anonymizer::new(&AnonymizationKey::from_bytes([0; 32]), a), None, None),
+            AnonymizationMode::Off => (
+                Anonymizer::new(&AnonymizationKey::from_bytes([0; 32]), a),
+                None,
+                None,
+            ),
         };
         let mut prefix = [0u8; 8];
-        getrandom::fill(&mut prefix).map_err(|e| KeyError::Random { reason: e.to_string() })?;
+        getrandom::fill(&mut prefix).map_err(|e| KeyError::Random {
+            reason: e.to_string(),
+        })?;
         let live = Live::default();
         live.set(&config);
         let shared = Arc::new(Shared {
@@ -279,7 +311,8 @@ impl CollectorBuilder {
             config: Mutex::new(config),
         });
         let (tx, rx) = crossbeam_channel::bounded(shared.queue_capacity);
-        let worker = worker::spawn(Arc::clone(&shared), rx, anonymizer).map_err(BuildError::Spawn)?;
+        let worker =
+            worker::spawn(Arc::clone(&shared), rx, anonymizer).map_err(BuildError::Spawn)?;
         let handle = Handle {
             shared,
             tx,
@@ -287,7 +320,9 @@ impl CollectorBuilder {
             execution_prefix: hex::encode(prefix),
             executions: AtomicU64::new(0),
         };
-        Ok(Collector { inner: Arc::new(handle) })
+        Ok(Collector {
+            inner: Arc::new(handle),
+        })
     }
 }
 
@@ -307,16 +342,33 @@ impl Drop for Handle {
 
 impl Handle {
     fn shutdown(&self, timeout: Duration) -> Result<ShutdownReport, ShutdownError> {
-        let mut worker = self.worker.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut worker = self
+            .worker
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let before = self.shared.stats(self.tx.len());
         let Some(join) = worker.take() else {
-            return Ok(ShutdownReport { flushed: 0, dropped: 0, unresolved: before.in_flight, stats: before });
+            return Ok(ShutdownReport {
+                flushed: 0,
+                dropped: 0,
+                unresolved: before.in_flight,
+                stats: before,
+            });
         };
         self.shared.closed.store(true, SeqCst);
         let deadline = Instant::now() + timeout;
         let (done_tx, done_rx) = crossbeam_channel::bounded(1);
-        let finished = match self.tx.send_deadline(Msg::Shutdown { deadline, done: done_tx }, deadline) {
-            Ok(()) => !matches!(done_rx.recv_deadline(deadline + SHUTDOWN_GRACE), Err(RecvTimeoutError::Timeout)),
+        let finished = match self.tx.send_deadline(
+            Msg::Shutdown {
+                deadline,
+                done: done_tx,
+            },
+            deadline,
+        ) {
+            Ok(()) => !matches!(
+                done_rx.recv_deadline(deadline + SHUTDOWN_GRACE),
+                Err(RecvTimeoutError::Timeout)
+            ),
             Err(_) => false,
         };
         if finished {
@@ -332,7 +384,10 @@ impl Handle {
         if finished && report.unresolved == 0 {
             Ok(report)
         } else {
-            Err(ShutdownError::TimedOut { timeout, report: Box::new(report) })
+            Err(ShutdownError::TimedOut {
+                timeout,
+                report: Box::new(report),
+            })
         }
     }
 }
@@ -411,7 +466,8 @@ impl Collector {
     /// # Errors
     /// [`RecordError`] says why the event was not accepted; every case is counted.
     pub fn record(&self, event: Event) -> Result<(), RecordError> {
-        self.submit(event, self.shared().live.overflow()).map_err(|(_, e)| e)
+        self.submit(event, self.shared().live.overflow())
+            .map_err(|(_, e)| e)
     }
 
     /// Like [`record`](Self::record) but never blocks, whatever the overflow policy, and
@@ -420,14 +476,23 @@ impl Collector {
     /// # Errors
     /// [`TryRecordError`] with the event and the reason; the failure is counted.
     pub fn try_record(&self, event: Event) -> Result<(), TryRecordError> {
-        self.submit(event, Overflow::DropNewest).map_err(|(event, error)| TryRecordError { event, error })
+        self.submit(event, Overflow::DropNewest)
+            .map_err(|(event, error)| TryRecordError {
+                event: Box::new(event),
+                error,
+            })
     }
 
+    #[allow(clippy::result_large_err)] // the event is handed back, as crossbeam's `TrySendError`
     fn submit(&self, event: Event, overflow: Overflow) -> Result<(), (Event, RecordError)> {
         let shared = self.shared();
         // Counted before `closed` is read: see `Worker::close`.
         shared.counters.submitted.fetch_add(1, SeqCst);
-        let checked = shared.admit().and_then(|()| event.validate(&shared.live.limits()).map_err(RecordError::from));
+        let checked = shared.admit().and_then(|()| {
+            event
+                .validate(&shared.live.limits())
+                .map_err(RecordError::from)
+        });
         let result = match checked {
             Err(error) => Err((event, error)),
             Ok(()) => self.send(event, overflow),
@@ -438,6 +503,7 @@ impl Collector {
         result
     }
 
+    #[allow(clippy::result_large_err)]
     fn send(&self, event: Event, overflow: Overflow) -> Result<(), (Event, RecordError)> {
         let tx = &self.inner.tx;
         let failed = match overflow {
@@ -500,7 +566,13 @@ impl Collector {
             agent_id: agent_id.clone(),
             context,
         }))?;
-        Ok(TaskExecution::new(self.clone(), execution_id, task_id, agent_id, started))
+        Ok(TaskExecution::new(
+            self.clone(),
+            execution_id,
+            task_id,
+            agent_id,
+            started,
+        ))
     }
 
     pub(crate) fn validate(&self, event: &Event) -> Result<(), crate::ValidationError> {

@@ -13,7 +13,7 @@ use crate::event::validate::Limits;
 /// Default of `enabled`: the collector records.
 pub const DEFAULT_ENABLED: bool = true;
 /// Default of `queue.capacity`: events the channel holds before the overflow policy applies.
-pub const DEFAULT_QUEUE_CAPACITY: usize = 16_384;
+pub const DEFAULT_QUEUE_CAPACITY: usize = 8192;
 /// The largest `queue.capacity` accepted.
 pub const MAX_QUEUE_CAPACITY: usize = 1 << 24;
 /// Default of `queue.overflow`: drop the new event and count it; never block.
@@ -249,7 +249,10 @@ impl Default for Config {
 
 impl Default for QueueConfig {
     fn default() -> QueueConfig {
-        QueueConfig { capacity: DEFAULT_QUEUE_CAPACITY, overflow: DEFAULT_OVERFLOW }
+        QueueConfig {
+            capacity: DEFAULT_QUEUE_CAPACITY,
+            overflow: DEFAULT_OVERFLOW,
+        }
     }
 }
 
@@ -290,11 +293,19 @@ impl Default for LimitsConfig {
 
 impl Default for WorkerConfig {
     fn default() -> WorkerConfig {
-        WorkerConfig { batch_size: DEFAULT_BATCH_SIZE, tick_ms: DEFAULT_TICK_MS }
+        WorkerConfig {
+            batch_size: DEFAULT_BATCH_SIZE,
+            tick_ms: DEFAULT_TICK_MS,
+        }
     }
 }
 
-fn range<T: Copy + PartialOrd + Into<u64>>(field: &'static str, value: T, min: T, max: T) -> Result<(), ConfigError> {
+fn range<T: Copy + PartialOrd + Into<u64>>(
+    field: &'static str,
+    value: T,
+    min: T,
+    max: T,
+) -> Result<(), ConfigError> {
     if value < min || value > max {
         return Err(ConfigError::OutOfRange {
             field,
@@ -306,7 +317,12 @@ fn range<T: Copy + PartialOrd + Into<u64>>(field: &'static str, value: T, min: T
     Ok(())
 }
 
-fn range_usize(field: &'static str, value: usize, min: usize, max: usize) -> Result<(), ConfigError> {
+fn range_usize(
+    field: &'static str,
+    value: usize,
+    min: usize,
+    max: usize,
+) -> Result<(), ConfigError> {
     let wide = |v: usize| u64::try_from(v).unwrap_or(u64::MAX);
     range(field, wide(value), wide(min), wide(max))
 }
@@ -328,8 +344,10 @@ impl Config {
     /// [`ConfigError::Read`] naming the path, or as [`Config::from_toml_str`].
     pub fn from_file(path: impl AsRef<Path>) -> Result<Config, ConfigError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         Config::from_toml_str(&text)
     }
 
@@ -358,7 +376,12 @@ impl Config {
             });
         }
         let r = &self.retention;
-        range("retention.max_age_secs", r.max_age_secs, 1, u64::MAX / 1_000_000_000)?;
+        range(
+            "retention.max_age_secs",
+            r.max_age_secs,
+            1,
+            u64::MAX / 1_000_000_000,
+        )?;
         range("retention.max_events", r.max_events, 1, u64::MAX)?;
         range("retention.max_bytes", r.max_bytes, MIN_MAX_BYTES, u64::MAX)?;
         let a = &self.anonymization;
@@ -371,14 +394,49 @@ impl Config {
         if let Some(index) = a.attribute_keys.iter().position(|k| k.is_empty()) {
             return Err(ConfigError::EmptyAttributeKey { index });
         }
-        range_usize("anonymization.memo_capacity", a.memo_capacity, 0, MAX_MEMO_CAPACITY)?;
+        range_usize(
+            "anonymization.memo_capacity",
+            a.memo_capacity,
+            0,
+            MAX_MEMO_CAPACITY,
+        )?;
         let l = &self.limits;
-        range_usize("limits.max_id_bytes", l.max_id_bytes, 1, DEFAULT_MAX_ID_BYTES)?;
-        range_usize("limits.max_string_bytes", l.max_string_bytes, 1, MAX_STRING_BYTES)?;
-        range_usize("limits.max_collection_len", l.max_collection_len, 1, MAX_COLLECTION_LEN)?;
-        range_usize("limits.max_attribute_depth", l.max_attribute_depth, 1, MAX_ATTRIBUTE_DEPTH)?;
-        range_usize("limits.max_attribute_entries", l.max_attribute_entries, 1, MAX_COLLECTION_LEN)?;
-        range_usize("worker.batch_size", self.worker.batch_size, 1, MAX_BATCH_SIZE)?;
+        range_usize(
+            "limits.max_id_bytes",
+            l.max_id_bytes,
+            1,
+            DEFAULT_MAX_ID_BYTES,
+        )?;
+        range_usize(
+            "limits.max_string_bytes",
+            l.max_string_bytes,
+            1,
+            MAX_STRING_BYTES,
+        )?;
+        range_usize(
+            "limits.max_collection_len",
+            l.max_collection_len,
+            1,
+            MAX_COLLECTION_LEN,
+        )?;
+        range_usize(
+            "limits.max_attribute_depth",
+            l.max_attribute_depth,
+            1,
+            MAX_ATTRIBUTE_DEPTH,
+        )?;
+        range_usize(
+            "limits.max_attribute_entries",
+            l.max_attribute_entries,
+            1,
+            MAX_COLLECTION_LEN,
+        )?;
+        range_usize(
+            "worker.batch_size",
+            self.worker.batch_size,
+            1,
+            MAX_BATCH_SIZE,
+        )?;
         range("worker.tick_ms", self.worker.tick_ms, 1, MAX_TICK_MS)?;
         Ok(())
     }
@@ -386,10 +444,14 @@ impl Config {
     /// Checks that `next` changes only what can change while a collector runs.
     pub(crate) fn check_live_change(&self, next: &Config) -> Result<(), ConfigError> {
         if self.queue.capacity != next.queue.capacity {
-            return Err(ConfigError::NotLive { field: "queue.capacity" });
+            return Err(ConfigError::NotLive {
+                field: "queue.capacity",
+            });
         }
         if self.anonymization != next.anonymization {
-            return Err(ConfigError::NotLive { field: "anonymization" });
+            return Err(ConfigError::NotLive {
+                field: "anonymization",
+            });
         }
         Ok(())
     }

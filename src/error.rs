@@ -100,14 +100,14 @@ pub enum RecordError {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{error}")]
 pub struct TryRecordError {
-    pub(crate) event: Event,
+    pub(crate) event: Box<Event>,
     pub(crate) error: RecordError,
 }
 
 impl TryRecordError {
     /// The event that was not recorded.
     pub fn into_event(self) -> Event {
-        self.event
+        *self.event
     }
 
     /// The event, by reference.
@@ -173,7 +173,9 @@ pub enum ExportError {
     #[error("export I/O failed: {0}")]
     Io(#[from] std::io::Error),
     /// The input ended early.
-    #[error("export truncated at byte {offset}: {what} missing after {records_read} of {expected} records")]
+    #[error(
+        "export truncated at byte {offset}: {what} missing after {records_read} of {expected} records"
+    )]
     Truncated {
         /// What was being read: `header`, `record` or `trailer`.
         what: &'static str,

@@ -39,7 +39,14 @@ impl TaskExecution {
         agent_id: String,
         started: Duration,
     ) -> TaskExecution {
-        TaskExecution { collector, execution_id, task_id, agent_id, started, open: true }
+        TaskExecution {
+            collector,
+            execution_id,
+            task_id,
+            agent_id,
+            started,
+            open: true,
+        }
     }
 
     /// This execution's id (as given to the collector, before pseudonymization).
@@ -81,7 +88,10 @@ impl TaskExecution {
             duration_ms: self.duration_ms(),
         });
         if let Err(error) = self.collector.validate(&event) {
-            return Err(CompleteError::Invalid { error, execution: Box::new(self) });
+            return Err(CompleteError::Invalid {
+                error,
+                execution: Box::new(self),
+            });
         }
         self.open = false;
         self.collector.record(event).map_err(CompleteError::Dropped)

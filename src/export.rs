@@ -27,7 +27,9 @@ const EXPORT_CHUNK: usize = 1024;
 /// assert_eq!(Cursor::START.seq(), 0);
 /// assert_eq!(Cursor::after_seq(41).seq(), 41);
 /// ```
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct Cursor(u64);
 
@@ -73,7 +75,10 @@ pub struct ExportRequest {
 impl ExportRequest {
     /// Everything after `cursor`.
     pub fn after(cursor: Cursor) -> ExportRequest {
-        ExportRequest { after: cursor, ..ExportRequest::default() }
+        ExportRequest {
+            after: cursor,
+            ..ExportRequest::default()
+        }
     }
 
     /// Only records at or after `time`.
@@ -107,13 +112,19 @@ impl ExportRequest {
         if let (Some(since), Some(until)) = (self.since, self.until)
             && since >= until
         {
-            return Err(ExportError::InvalidRequest { reason: "`since` must be before `until`" });
+            return Err(ExportError::InvalidRequest {
+                reason: "`since` must be before `until`",
+            });
         }
         if self.limit == Some(0) {
-            return Err(ExportError::InvalidRequest { reason: "`limit` must be at least 1" });
+            return Err(ExportError::InvalidRequest {
+                reason: "`limit` must be at least 1",
+            });
         }
         if self.kinds.as_ref().is_some_and(Vec::is_empty) {
-            return Err(ExportError::InvalidRequest { reason: "`kinds` must name at least one kind" });
+            return Err(ExportError::InvalidRequest {
+                reason: "`kinds` must name at least one kind",
+            });
         }
         Ok(())
     }
@@ -231,26 +242,41 @@ struct RecordRepr {
 
 impl Serialize for Record {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        RecordRef { seq: self.seq, time: unix_nanos(self.time), event: &self.event }.serialize(s)
+        RecordRef {
+            seq: self.seq,
+            time: unix_nanos(self.time),
+            event: &self.event,
+        }
+        .serialize(s)
     }
 }
 
 impl<'de> Deserialize<'de> for Record {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Record, D::Error> {
         let r = RecordRepr::deserialize(d)?;
-        Ok(Record { seq: r.seq, time: datetime(r.time), event: r.event })
+        Ok(Record {
+            seq: r.seq,
+            time: datetime(r.time),
+            event: r.event,
+        })
     }
 }
 
 /// Encodes one record as a named MessagePack map: `seq`, `time`, `type`, then the
 /// event's fields in declaration order.
-pub(crate) fn encode_record(seq: u64, time: i64, event: &Event, scratch: &mut Vec<u8>) -> Result<Box<[u8]>, ExportError> {
+pub(crate) fn encode_record(
+    seq: u64,
+    time: i64,
+    event: &Event,
+    scratch: &mut Vec<u8>,
+) -> Result<Box<[u8]>, ExportError> {
     scratch.clear();
     event
         .serialize(&mut rmp_serde::Serializer::new(&mut *scratch).with_struct_map())
         .map_err(|e| ExportError::Encode(e.to_string()))?;
     let mut rest: &[u8] = scratch;
-    let fields = rmp::decode::read_map_len(&mut rest).map_err(|e| ExportError::Encode(e.to_string()))?;
+    let fields =
+        rmp::decode::read_map_len(&mut rest).map_err(|e| ExportError::Encode(e.to_string()))?;
     let mut out = Vec::with_capacity(scratch.len() + 24);
     let written = (|| {
         rmp::encode::write_map_len(&mut out, fields + 2)?;
@@ -302,7 +328,10 @@ impl Export {
 
     /// The trailer this export ends with.
     pub fn trailer(&self) -> ExportTrailer {
-        ExportTrailer { count: self.header.count, checksum: self.checksum.clone() }
+        ExportTrailer {
+            count: self.header.count,
+            checksum: self.checksum.clone(),
+        }
     }
 
     /// Decodes the records.
@@ -310,8 +339,13 @@ impl Export {
         let mut input = std::io::Cursor::new(self.records.as_slice());
         (0..self.header.count).map(move |index| {
             let offset = input.position();
-            Record::deserialize(&mut rmp_serde::Deserializer::new(&mut input))
-                .map_err(|e| ExportError::Corrupt { index, offset, reason: e.to_string() })
+            Record::deserialize(&mut rmp_serde::Deserializer::new(&mut input)).map_err(|e| {
+                ExportError::Corrupt {
+                    index,
+                    offset,
+                    reason: e.to_string(),
+                }
+            })
         })
     }
 
@@ -338,10 +372,12 @@ impl Export {
 
 fn write_value<W: Write, T: Serialize>(out: &mut W, value: &T) -> Result<(), ExportError> {
     rmp_serde::encode::write_named(out, value).map_err(|e| match e {
-        rmp_serde::encode::Error::InvalidValueWrite(rmp::encode::ValueWriteError::InvalidMarkerWrite(io))
-        | rmp_serde::encode::Error::InvalidValueWrite(rmp::encode::ValueWriteError::InvalidDataWrite(io)) => {
-            ExportError::Io(io)
-        }
+        rmp_serde::encode::Error::InvalidValueWrite(
+            rmp::encode::ValueWriteError::InvalidMarkerWrite(io),
+        )
+        | rmp_serde::encode::Error::InvalidValueWrite(
+            rmp::encode::ValueWriteError::InvalidDataWrite(io),
+        ) => ExportError::Io(io),
         other => ExportError::Encode(other.to_string()),
     })
 }
@@ -366,18 +402,28 @@ pub(crate) fn export(ctx: ExportContext<'_>, req: &ExportRequest) -> Result<Expo
     let (mut count, mut first_seq, mut last_seq) = (0u64, None, None);
     let mut end = None;
     loop {
-        let mut store = ctx.store.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut store = ctx
+            .store
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let end_seq = match end {
             None => {
                 store.prune_expired(ctx.now);
                 let next = store.next_seq();
                 if cursor >= next {
-                    return Err(ExportError::CursorAhead { after: cursor, last_seq: next - 1 });
+                    return Err(ExportError::CursorAhead {
+                        after: cursor,
+                        last_seq: next - 1,
+                    });
                 }
                 let first = store.first_seq();
                 if cursor + 1 < first {
                     let reason = store.removal_reason(cursor + 1, first - 1);
-                    gap = Some(Gap { from_seq: cursor + 1, to_seq: first - 1, reason });
+                    gap = Some(Gap {
+                        from_seq: cursor + 1,
+                        to_seq: first - 1,
+                        reason,
+                    });
                     cursor = first - 1;
                 }
                 if let Some(since) = since {
@@ -390,9 +436,8 @@ pub(crate) fn export(ctx: ExportContext<'_>, req: &ExportRequest) -> Result<Expo
             Some(_) if store.first_seq() > cursor + 1 => break,
             Some(end_seq) => end_seq,
         };
-        let mut examined = 0;
         let mut finished = true;
-        for entry in store.from_seq(cursor + 1) {
+        for (examined, entry) in store.starting_at(cursor + 1).enumerate() {
             if entry.seq >= end_seq
                 || until.is_some_and(|u| entry.time >= u)
                 || req.limit.is_some_and(|l| count >= l)
@@ -403,7 +448,6 @@ pub(crate) fn export(ctx: ExportContext<'_>, req: &ExportRequest) -> Result<Expo
                 finished = false;
                 break;
             }
-            examined += 1;
             cursor = entry.seq;
             if req.kinds.as_ref().is_some_and(|k| !k.contains(&entry.kind)) {
                 continue;
@@ -435,7 +479,11 @@ pub(crate) fn export(ctx: ExportContext<'_>, req: &ExportRequest) -> Result<Expo
         first_seq,
         last_seq,
     };
-    Ok(Export { header, records, checksum: hasher.finalize().to_hex().to_string() })
+    Ok(Export {
+        header,
+        records,
+        checksum: hasher.finalize().to_hex().to_string(),
+    })
 }
 
 /// An export file read back and verified.
@@ -477,7 +525,10 @@ pub fn read_export<R: Read>(mut input: R) -> Result<ExportFile, ExportError> {
     let mut cur = std::io::Cursor::new(bytes.as_slice());
     let header: ExportHeader = decode(&mut cur, "header", 0, 0)?;
     if header.format != EXPORT_FORMAT || header.version != EXPORT_VERSION {
-        return Err(ExportError::Unsupported { format: header.format, version: header.version });
+        return Err(ExportError::Unsupported {
+            format: header.format,
+            version: header.version,
+        });
     }
     let mut hasher = blake3::Hasher::new();
     let mut records = Vec::with_capacity(usize::try_from(header.count.min(1 << 20)).unwrap_or(0));
@@ -489,11 +540,17 @@ pub fn read_export<R: Read>(mut input: R) -> Result<ExportFile, ExportError> {
     }
     let trailer: ExportTrailer = decode(&mut cur, "trailer", header.count, header.count)?;
     if trailer.count != header.count {
-        return Err(ExportError::CountMismatch { header: header.count, trailer: trailer.count });
+        return Err(ExportError::CountMismatch {
+            header: header.count,
+            trailer: trailer.count,
+        });
     }
     let actual = hasher.finalize().to_hex().to_string();
     if trailer.checksum != actual {
-        return Err(ExportError::ChecksumMismatch { expected: trailer.checksum, actual });
+        return Err(ExportError::ChecksumMismatch {
+            expected: trailer.checksum,
+            actual,
+        });
     }
     if cur.position() != bytes.len() as u64 {
         return Err(ExportError::Corrupt {
@@ -502,7 +559,11 @@ pub fn read_export<R: Read>(mut input: R) -> Result<ExportFile, ExportError> {
             reason: "bytes after the trailer".to_owned(),
         });
     }
-    Ok(ExportFile { header, records, trailer })
+    Ok(ExportFile {
+        header,
+        records,
+        trailer,
+    })
 }
 
 fn to_usize(n: u64) -> usize {
@@ -518,9 +579,18 @@ fn decode<T: for<'de> Deserialize<'de>>(
     let offset = cur.position();
     T::deserialize(&mut rmp_serde::Deserializer::new(&mut *cur)).map_err(|e| {
         if is_eof(&e) {
-            ExportError::Truncated { what, records_read: index, expected, offset }
+            ExportError::Truncated {
+                what,
+                records_read: index,
+                expected,
+                offset,
+            }
         } else {
-            ExportError::Corrupt { index, offset, reason: format!("{what}: {e}") }
+            ExportError::Corrupt {
+                index,
+                offset,
+                reason: format!("{what}: {e}"),
+            }
         }
     })
 }

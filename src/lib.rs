@@ -66,9 +66,9 @@ mod stats;
 mod store;
 mod worker;
 
-pub use anonymize::{AnonymizationKey, IdKind, KeyError, KeyOrigin, KEY_ENV, REDACTED};
+pub use anonymize::{AnonymizationKey, IdKind, KEY_ENV, KeyError, KeyOrigin, REDACTED};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use collector::{Collector, CollectorBuilder, ShutdownReport, DROP_FLUSH_TIMEOUT};
+pub use collector::{Collector, CollectorBuilder, DROP_FLUSH_TIMEOUT, ShutdownReport};
 pub use config::*;
 pub use error::{
     BuildError, CompleteError, ConfigError, ExportError, FlushError, RecordError, ShutdownError,
@@ -77,7 +77,7 @@ pub use error::{
 pub use event::*;
 pub use execution::TaskExecution;
 pub use export::{
-    read_export, Cursor, Export, ExportFile, ExportHeader, ExportRequest, ExportTrailer, Gap,
-    GapReason, Record, EXPORT_FORMAT, EXPORT_VERSION,
+    Cursor, EXPORT_FORMAT, EXPORT_VERSION, Export, ExportFile, ExportHeader, ExportRequest,
+    ExportTrailer, Gap, GapReason, Record, read_export,
 };
 pub use stats::{Dropped, KindCount, Pruned, State, Stats, TaskStats, TaskWindow};

@@ -61,7 +61,8 @@ impl Tally {
             abandoned,
             completed,
             success_rate: (completed > 0).then(|| succeeded as f64 / completed as f64),
-            mean_duration_ms: (completed > 0).then(|| completed_us as f64 / completed as f64 / 1000.0),
+            mean_duration_ms: (completed > 0)
+                .then(|| completed_us as f64 / completed as f64 / 1000.0),
         }
     }
 }
@@ -224,7 +225,11 @@ pub struct Stats {
 impl Stats {
     /// The counts for one kind.
     pub fn kind(&self, kind: EventKind) -> KindCount {
-        self.kinds.get(kind.index()).copied().unwrap_or(KindCount { kind, stored: 0, retained: 0 })
+        self.kinds.get(kind.index()).copied().unwrap_or(KindCount {
+            kind,
+            stored: 0,
+            retained: 0,
+        })
     }
 }
 
@@ -247,7 +252,10 @@ impl StoreView<'_> {
     }
 
     pub(crate) fn tasks(&self) -> TaskStats {
-        TaskStats { retained: self.retained.window(), lifetime: self.lifetime.window() }
+        TaskStats {
+            retained: self.retained.window(),
+            lifetime: self.lifetime.window(),
+        }
     }
 }
 

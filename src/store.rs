@@ -103,7 +103,10 @@ impl Store {
     /// byte bounds.
     pub(crate) fn push(&mut self, entry: Entry) {
         debug_assert_eq!(entry.seq, self.next_seq, "seqs are assigned contiguously");
-        debug_assert!(self.last_time.is_none_or(|t| t <= entry.time), "time never decreases");
+        debug_assert!(
+            self.last_time.is_none_or(|t| t <= entry.time),
+            "time never decreases"
+        );
         self.next_seq = entry.seq + 1;
         self.last_time = Some(entry.time);
         self.bytes += entry.bytes.len() as u64;
@@ -142,13 +145,17 @@ impl Store {
     }
 
     fn enforce_capacity(&mut self) {
-        while self.entries.len() as u64 > self.bounds.max_events || self.bytes > self.bounds.max_bytes {
+        while self.entries.len() as u64 > self.bounds.max_events
+            || self.bytes > self.bounds.max_bytes
+        {
             self.pop_front(Removal::Capacity);
         }
     }
 
     fn pop_front(&mut self, why: Removal) {
-        let Some(entry) = self.entries.pop_front() else { return };
+        let Some(entry) = self.entries.pop_front() else {
+            return;
+        };
         self.bytes -= entry.bytes.len() as u64;
         self.retained.remove(&entry);
         self.pruned.count(why);
@@ -163,11 +170,19 @@ impl Store {
             last.to = seq;
             return;
         }
-        self.removed.push_back(RemovedRange { from: seq, to: seq, reason });
+        self.removed.push_back(RemovedRange {
+            from: seq,
+            to: seq,
+            reason,
+        });
         if self.removed.len() > MAX_REMOVED_RANGES
             && let (Some(a), Some(b)) = (self.removed.pop_front(), self.removed.pop_front())
         {
-            self.removed.push_front(RemovedRange { from: a.from, to: b.to, reason: GapReason::Mixed });
+            self.removed.push_front(RemovedRange {
+                from: a.from,
+                to: b.to,
+                reason: GapReason::Mixed,
+            });
         }
     }
 
@@ -195,7 +210,7 @@ impl Store {
     }
 
     /// The retained records from the first with `seq >= seq` on.
-    pub(crate) fn from_seq(&self, seq: u64) -> std::collections::vec_deque::Iter<'_, Entry> {
+    pub(crate) fn starting_at(&self, seq: u64) -> std::collections::vec_deque::Iter<'_, Entry> {
         let skip = usize::try_from(seq.saturating_sub(self.first_seq())).unwrap_or(usize::MAX);
         self.entries.range(skip.min(self.entries.len())..)
     }
@@ -237,18 +252,31 @@ mod tests {
     use super::*;
 
     fn entry(seq: u64, time: i64, len: usize) -> Entry {
-        Entry { seq, time, kind: EventKind::Custom, task: None, bytes: vec![0; len].into() }
+        Entry {
+            seq,
+            time,
+            kind: EventKind::Custom,
+            task: None,
+            bytes: vec![0; len].into(),
+        }
     }
 
     fn bounds(max_events: u64, max_bytes: u64) -> Bounds {
-        Bounds { max_age_nanos: 100, max_events, max_bytes }
+        Bounds {
+            max_age_nanos: 100,
+            max_events,
+            max_bytes,
+        }
     }
 
     #[test]
     fn smoke() {
         let mut s = Store::new(bounds(10, 1000));
         s.push(entry(1, 0, 10));
-        assert_eq!((s.len(), s.bytes(), s.first_seq(), s.next_seq()), (1, 10, 1, 2));
+        assert_eq!(
+            (s.len(), s.bytes(), s.first_seq(), s.next_seq()),
+            (1, 10, 1, 2)
+        );
     }
 
     #[test]
@@ -257,7 +285,7 @@ mod tests {
         for seq in 1..=5 {
             s.push(entry(seq, seq as i64, 10));
         }
-        let seqs: Vec<u64> = s.from_seq(0).map(|e| e.seq).collect();
+        let seqs: Vec<u64> = s.starting_at(0).map(|e| e.seq).collect();
         assert_eq!(seqs, [3, 4, 5]);
         assert_eq!(s.pruned().capacity, 2);
         assert_eq!(s.removal_reason(1, 2), GapReason::Capacity);
@@ -297,8 +325,8 @@ mod tests {
         assert_eq!(s.first_seq_at(10), 2);
         assert_eq!(s.first_seq_at(11), 4);
         assert_eq!(s.first_seq_at(1000), 6);
-        assert_eq!(s.from_seq(4).count(), 2);
-        assert_eq!(s.from_seq(99).count(), 0);
+        assert_eq!(s.starting_at(4).count(), 2);
+        assert_eq!(s.starting_at(99).count(), 0);
     }
 
     #[test]

@@ -24,7 +24,11 @@ pub(crate) enum Msg {
     Shutdown { deadline: Instant, done: Sender<()> },
 }
 
-pub(crate) fn spawn(shared: Arc<Shared>, rx: Receiver<Msg>, anonymizer: Anonymizer) -> std::io::Result<JoinHandle<()>> {
+pub(crate) fn spawn(
+    shared: Arc<Shared>,
+    rx: Receiver<Msg>,
+    anonymizer: Anonymizer,
+) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name("arbiter-events-ingest".into())
         .spawn(move || Worker::new(shared, anonymizer).run(&rx))
@@ -41,7 +45,14 @@ struct Worker {
 
 impl Worker {
     fn new(shared: Arc<Shared>, anonymizer: Anonymizer) -> Worker {
-        Worker { shared, anonymizer, next_seq: 1, last_time: i64::MIN, pending: Vec::new(), scratch: Vec::new() }
+        Worker {
+            shared,
+            anonymizer,
+            next_seq: 1,
+            last_time: i64::MIN,
+            pending: Vec::new(),
+            scratch: Vec::new(),
+        }
     }
 
     fn run(mut self, rx: &Receiver<Msg>) {
@@ -122,11 +133,23 @@ impl Worker {
             return;
         };
         let task = match &event {
-            Event::TaskCompleted(e) => Some(TaskMeta { end: e.outcome.status.into(), duration_us: micros(e.duration_ms) }),
-            Event::TaskAbandoned(e) => Some(TaskMeta { end: TaskEnd::Abandoned, duration_us: micros(e.duration_ms) }),
+            Event::TaskCompleted(e) => Some(TaskMeta {
+                end: e.outcome.status.into(),
+                duration_us: micros(e.duration_ms),
+            }),
+            Event::TaskAbandoned(e) => Some(TaskMeta {
+                end: TaskEnd::Abandoned,
+                duration_us: micros(e.duration_ms),
+            }),
             _ => None,
         };
-        self.pending.push(Entry { seq, time, kind: event.kind(), task, bytes });
+        self.pending.push(Entry {
+            seq,
+            time,
+            kind: event.kind(),
+            task,
+            bytes,
+        });
         self.next_seq += 1;
         self.last_time = time;
     }

@@ -13,7 +13,11 @@ fn smoke() -> Result<(), Box<dyn std::error::Error>> {
         selected_agent: "agent-a".into(),
         strategy: RoutingStrategy::LoadBalance,
         confidence: 0.5,
-        alternatives: vec![Alternative { agent_id: "agent-b".into(), score: 0.4, reason: "slow".into() }],
+        alternatives: vec![Alternative {
+            agent_id: "agent-b".into(),
+            score: 0.4,
+            reason: "slow".into(),
+        }],
         rationale: "why".into(),
     }))?;
     let run = collector.start_task("task-1", "agent-a", Attributes::new().with("k", 1))?;

@@ -101,6 +101,10 @@ impl Attributes {
 
 impl<K: Into<String>, V: Into<Value>> FromIterator<(K, V)> for Attributes {
     fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Attributes {
-        Attributes(iter.into_iter().map(|(k, v)| (k.into(), v.into())).collect())
+        Attributes(
+            iter.into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        )
     }
 }

@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 pub use agent::{AgentRegistered, AgentStatus, AgentStatusChanged, Baseline};
 pub use attributes::{Attributes, Value};
 pub use quality::{
-    Complexity, ConstitutionalValidation, EvaluationOutcome, JudgmentRecorded,
-    MinimalityEvaluated, Severity, ThinkingBudgetAllocated, ThinkingBudgetUsed, Violation,
+    Complexity, ConstitutionalValidation, EvaluationOutcome, JudgmentRecorded, MinimalityEvaluated,
+    Severity, ThinkingBudgetAllocated, ThinkingBudgetUsed, Violation,
 };
 pub use routing::{Alternative, RoutingDecision, RoutingStrategy};
 pub use task::{OutcomeStatus, TaskAbandoned, TaskCompleted, TaskOutcome, TaskStarted};

@@ -132,7 +132,10 @@ pub(crate) struct FieldError {
 
 impl FieldError {
     fn new(field: &str, rule: Rule) -> FieldError {
-        FieldError { field: field.to_owned(), rule }
+        FieldError {
+            field: field.to_owned(),
+            rule,
+        }
     }
 
     /// Prefixes the path with `parent`, e.g. `score` inside `alternatives[1]`.
@@ -148,7 +151,11 @@ impl FieldError {
     }
 
     pub(crate) fn into_error(self, kind: EventKind) -> ValidationError {
-        ValidationError { kind, field: self.field, rule: self.rule }
+        ValidationError {
+            kind,
+            field: self.field,
+            rule: self.rule,
+        }
     }
 }
 
@@ -160,7 +167,10 @@ impl Limits {
             return Err(FieldError::new(field, Rule::Empty));
         }
         if value.len() > self.max_id_bytes {
-            let rule = Rule::TooLong { len: value.len(), max: self.max_id_bytes };
+            let rule = Rule::TooLong {
+                len: value.len(),
+                max: self.max_id_bytes,
+            };
             return Err(FieldError::new(field, rule));
         }
         if let Some((offset, _)) = value.char_indices().find(|(_, c)| c.is_control()) {
@@ -171,7 +181,10 @@ impl Limits {
 
     fn text(&self, field: &str, value: &str) -> Check {
         if value.len() > self.max_string_bytes {
-            let rule = Rule::TooLong { len: value.len(), max: self.max_string_bytes };
+            let rule = Rule::TooLong {
+                len: value.len(),
+                max: self.max_string_bytes,
+            };
             return Err(FieldError::new(field, rule));
         }
         Ok(())
@@ -183,7 +196,10 @@ impl Limits {
 
     fn count(&self, field: &str, len: usize) -> Check {
         if len > self.max_collection_len {
-            let rule = Rule::TooMany { len, max: self.max_collection_len };
+            let rule = Rule::TooMany {
+                len,
+                max: self.max_collection_len,
+            };
             return Err(FieldError::new(field, rule));
         }
         Ok(())
@@ -211,11 +227,18 @@ impl Limits {
         self.map(field, &attrs.0, 1, &mut entries)
     }
 
-    fn map(&self, field: &str, map: &BTreeMap<String, Value>, depth: usize, n: &mut usize) -> Check {
+    fn map(
+        &self,
+        field: &str,
+        map: &BTreeMap<String, Value>,
+        depth: usize,
+        n: &mut usize,
+    ) -> Check {
         self.count(field, map.len())?;
         for (key, value) in map {
             self.id("", key).map_err(|e| keyed(field, key, e))?;
-            self.value(value, depth, n).map_err(|e| keyed(field, key, e))?;
+            self.value(value, depth, n)
+                .map_err(|e| keyed(field, key, e))?;
         }
         Ok(())
     }
@@ -223,7 +246,10 @@ impl Limits {
     fn value(&self, value: &Value, depth: usize, n: &mut usize) -> Check {
         *n += 1;
         if *n > self.max_attribute_entries {
-            let rule = Rule::TooMany { len: *n, max: self.max_attribute_entries };
+            let rule = Rule::TooMany {
+                len: *n,
+                max: self.max_attribute_entries,
+            };
             return Err(FieldError::new("", rule));
         }
         match value {
@@ -231,12 +257,18 @@ impl Limits {
             Value::Float(f) => finite("", *f),
             Value::String(s) => self.text("", s),
             Value::List(_) | Value::Map(_) if depth >= self.max_attribute_depth => {
-                Err(FieldError::new("", Rule::TooDeep { max: self.max_attribute_depth }))
+                Err(FieldError::new(
+                    "",
+                    Rule::TooDeep {
+                        max: self.max_attribute_depth,
+                    },
+                ))
             }
             Value::List(items) => {
                 self.count("", items.len())?;
                 for (i, item) in items.iter().enumerate() {
-                    self.value(item, depth + 1, n).map_err(|e| e.within(&format!("[{i}]")))?;
+                    self.value(item, depth + 1, n)
+                        .map_err(|e| e.within(&format!("[{i}]")))?;
                 }
                 Ok(())
             }
@@ -263,7 +295,14 @@ fn unit(field: &str, value: f64) -> Check {
     if (0.0..=1.0).contains(&value) {
         Ok(())
     } else {
-        Err(FieldError::new(field, Rule::OutOfRange { value, min: 0.0, max: 1.0 }))
+        Err(FieldError::new(
+            field,
+            Rule::OutOfRange {
+                value,
+                min: 0.0,
+                max: 1.0,
+            },
+        ))
     }
 }
 
