@@ -265,25 +265,24 @@ impl Anonymizer {
         }
     }
 
-    /// The pseudonym of `id`, from the memo when it is there. A full memo is emptied
-    /// whole: memory stays bounded and the hot ids come straight back.
-    fn pseudonym(&mut self, kind: IdKind, id: &str) -> String {
+    /// Replaces `id` by its pseudonym, from the memo when it is there. A full memo is
+    /// emptied whole: memory stays bounded and the hot ids come straight back.
+    fn id(&mut self, kind: IdKind, id: &mut String) {
         let memo = &mut self.memo[kind.index()];
-        if let Some(p) = memo.get(id) {
-            return p.clone();
+        if let Some(p) = memo.get(id.as_str()) {
+            // Reuses the id's allocation when it is large enough.
+            id.clear();
+            id.push_str(p);
+            return;
         }
         let p = render(kind, &self.subkeys[kind.index()], id);
+        let raw = std::mem::replace(id, p);
         if self.memo_capacity > 0 {
             if memo.len() >= self.memo_capacity {
                 memo.clear();
             }
-            memo.insert(id.to_owned(), p.clone());
+            memo.insert(raw, id.clone());
         }
-        p
-    }
-
-    fn id(&mut self, kind: IdKind, id: &mut String) {
-        *id = self.pseudonym(kind, id);
     }
 
     fn text(&self, text: &mut String) {
@@ -321,7 +320,7 @@ impl Anonymizer {
 
     /// Every scalar below a configured key becomes a pseudonym; `null` and booleans stay.
     fn pseudonymize_value(&mut self, value: &mut Value) {
-        let plain = match value {
+        let mut id = match value {
             Value::Null | Value::Bool(_) => return,
             Value::Int(i) => i.to_string(),
             Value::Float(f) => f.to_string(),
@@ -329,7 +328,8 @@ impl Anonymizer {
             Value::List(items) => return items.iter_mut().for_each(|v| self.pseudonymize_value(v)),
             Value::Map(map) => return map.values_mut().for_each(|v| self.pseudonymize_value(v)),
         };
-        *value = Value::String(self.pseudonym(IdKind::Attribute, &plain));
+        self.id(IdKind::Attribute, &mut id);
+        *value = Value::String(id);
     }
 
     /// Replaces every identifier and free text of `event` per the policy.

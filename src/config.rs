@@ -61,8 +61,8 @@ pub const MAX_TICK_MS: u64 = 60_000;
 
 /// What `record` does when the queue is full.
 ///
-/// In TOML: `overflow = "drop_newest"`, `overflow = "block"` or
-/// `overflow = { block_for_ms = 5 }`.
+/// In TOML: `overflow = "drop_newest"`, `overflow = "block"`, or
+/// `overflow = { block_for_ms = 5 }` (written back as a `[queue.overflow]` table).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(from = "OverflowRepr", into = "OverflowRepr")]
 pub enum Overflow {
@@ -195,8 +195,8 @@ pub struct AnonymizationConfig {
     pub mode: AnonymizationMode,
     /// What happens to free text.
     pub free_text: FreeText,
-    /// The 32-byte key as 64 hex digits. Takes precedence over `key_file` and the
-    /// `ARBITER_EVENTS_KEY` environment variable.
+    /// The 32-byte key as 64 hex digits. Exclusive with `key_file`; either takes
+    /// precedence over the `ARBITER_EVENTS_KEY` environment variable.
     pub key_hex: Option<KeyHex>,
     /// A file holding the key as 64 hex digits.
     pub key_file: Option<PathBuf>,

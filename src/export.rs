@@ -170,6 +170,7 @@ impl Gap {
 
 /// The first value of an export file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct ExportHeader {
     /// Always [`EXPORT_FORMAT`].
@@ -204,6 +205,7 @@ pub struct ExportHeader {
 
 /// The last value of an export file: lets a reader detect truncation and corruption.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct ExportTrailer {
     /// Records in the file.
@@ -262,14 +264,15 @@ impl<'de> Deserialize<'de> for Record {
     }
 }
 
-/// Encodes one record as a named MessagePack map: `seq`, `time`, `type`, then the
+/// Appends one record to `out` as a named MessagePack map: `seq`, `time`, `type`, then the
 /// event's fields in declaration order.
 pub(crate) fn encode_record(
     seq: u64,
     time: i64,
     event: &Event,
     scratch: &mut Vec<u8>,
-) -> Result<Box<[u8]>, ExportError> {
+    out: &mut Vec<u8>,
+) -> Result<(), ExportError> {
     scratch.clear();
     event
         .serialize(&mut rmp_serde::Serializer::new(&mut *scratch).with_struct_map())
@@ -277,18 +280,17 @@ pub(crate) fn encode_record(
     let mut rest: &[u8] = scratch;
     let fields =
         rmp::decode::read_map_len(&mut rest).map_err(|e| ExportError::Encode(e.to_string()))?;
-    let mut out = Vec::with_capacity(scratch.len() + 24);
     let written = (|| {
-        rmp::encode::write_map_len(&mut out, fields + 2)?;
-        rmp::encode::write_str(&mut out, "seq")?;
-        rmp::encode::write_uint(&mut out, seq)?;
-        rmp::encode::write_str(&mut out, "time")?;
-        rmp::encode::write_sint(&mut out, time)?;
+        rmp::encode::write_map_len(out, fields + 2)?;
+        rmp::encode::write_str(out, "seq")?;
+        rmp::encode::write_uint(out, seq)?;
+        rmp::encode::write_str(out, "time")?;
+        rmp::encode::write_sint(out, time)?;
         Ok::<(), rmp::encode::ValueWriteError>(())
     })();
     written.map_err(|e| ExportError::Encode(e.to_string()))?;
     out.extend_from_slice(rest);
-    Ok(out.into_boxed_slice())
+    Ok(())
 }
 
 /// The result of [`Collector::export`](crate::Collector::export): a header and the
@@ -452,8 +454,9 @@ pub(crate) fn export(ctx: ExportContext<'_>, req: &ExportRequest) -> Result<Expo
             if req.kinds.as_ref().is_some_and(|k| !k.contains(&entry.kind)) {
                 continue;
             }
-            records.extend_from_slice(&entry.bytes);
-            hasher.update(&entry.bytes);
+            let bytes = store.bytes_of(entry);
+            records.extend_from_slice(bytes);
+            hasher.update(bytes);
             count += 1;
             first_seq.get_or_insert(entry.seq);
             last_seq = Some(entry.seq);
@@ -523,15 +526,18 @@ pub fn read_export<R: Read>(mut input: R) -> Result<ExportFile, ExportError> {
     let mut bytes = Vec::new();
     input.read_to_end(&mut bytes)?;
     let mut cur = std::io::Cursor::new(bytes.as_slice());
-    let header: ExportHeader = decode(&mut cur, "header", 0, 0)?;
-    if header.format != EXPORT_FORMAT || header.version != EXPORT_VERSION {
+    // Format and version first: another version's header may have other fields.
+    let probe: HeaderProbe = decode(&mut cur.clone(), "header", 0, 0)?;
+    if probe.format != EXPORT_FORMAT || probe.version != EXPORT_VERSION {
         return Err(ExportError::Unsupported {
-            format: header.format,
-            version: header.version,
+            format: probe.format,
+            version: probe.version,
         });
     }
+    let header: ExportHeader = decode(&mut cur, "header", 0, 0)?;
     let mut hasher = blake3::Hasher::new();
-    let mut records = Vec::with_capacity(usize::try_from(header.count.min(1 << 20)).unwrap_or(0));
+    // Sized by the bytes at hand, not by the header's claim.
+    let mut records = Vec::with_capacity(bytes.len() / MIN_RECORD_BYTES);
     for index in 0..header.count {
         let start = cur.position();
         let record: Record = decode(&mut cur, "record", index, header.count)?;
@@ -564,6 +570,15 @@ pub fn read_export<R: Read>(mut input: R) -> Result<ExportFile, ExportError> {
         records,
         trailer,
     })
+}
+
+/// The fewest bytes any record takes (a map with `seq`, `time` and `type`).
+const MIN_RECORD_BYTES: usize = 16;
+
+#[derive(Deserialize)]
+struct HeaderProbe {
+    format: String,
+    version: u32,
 }
 
 fn to_usize(n: u64) -> usize {

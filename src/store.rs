@@ -3,6 +3,11 @@
 //! Records sit in `seq` order in a ring; every removal is from the front, so pruning is
 //! amortized O(1) per record. Sizes and tallies are kept incrementally, so reading them
 //! is O(1) whatever the number of records.
+//!
+//! Encoded bytes live in 64 KiB chunks rather than one allocation per record: appending
+//! is a copy into the tail chunk, and a chunk is released (or kept as the one spare)
+//! when its last record is pruned. Memory is the retained bytes plus at most two
+//! partly used chunks and the spare.
 
 use std::collections::VecDeque;
 
@@ -24,14 +29,34 @@ pub(crate) struct TaskMeta {
     pub(crate) duration_us: u64,
 }
 
-/// One retained record: its encoded bytes and what reads and tallies need without decoding.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What reads and tallies need of a record without decoding it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Meta {
+    pub(crate) seq: u64,
+    pub(crate) time: i64,
+    pub(crate) kind: EventKind,
+    pub(crate) task: Option<TaskMeta>,
+}
+
+/// One retained record: its meta and where its encoded bytes are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Entry {
     pub(crate) seq: u64,
     pub(crate) time: i64,
     pub(crate) kind: EventKind,
     pub(crate) task: Option<TaskMeta>,
-    pub(crate) bytes: Box<[u8]>,
+    chunk: u64,
+    offset: u32,
+    len: u32,
+}
+
+/// Bytes per chunk of encoded records (a larger record gets a chunk of its own size).
+const CHUNK_BYTES: usize = 64 * 1024;
+
+#[derive(Debug)]
+struct Chunk {
+    bytes: Vec<u8>,
+    live: u32,
 }
 
 /// Why records left the store.
@@ -74,6 +99,10 @@ pub(crate) struct Bounds {
 #[derive(Debug)]
 pub(crate) struct Store {
     entries: VecDeque<Entry>,
+    chunks: VecDeque<Chunk>,
+    /// The id of `chunks[0]`; ids grow by one per chunk.
+    first_chunk: u64,
+    spare: Option<Vec<u8>>,
     bytes: u64,
     next_seq: u64,
     bounds: Bounds,
@@ -88,6 +117,9 @@ impl Store {
     pub(crate) fn new(bounds: Bounds) -> Store {
         Store {
             entries: VecDeque::new(),
+            chunks: VecDeque::new(),
+            first_chunk: 0,
+            spare: None,
             bytes: 0,
             next_seq: 1,
             bounds,
@@ -101,15 +133,26 @@ impl Store {
 
     /// Appends a record (its `seq` must be the next one), then enforces the count and
     /// byte bounds.
-    pub(crate) fn push(&mut self, entry: Entry) {
-        debug_assert_eq!(entry.seq, self.next_seq, "seqs are assigned contiguously");
+    pub(crate) fn push(&mut self, meta: Meta, bytes: &[u8]) {
+        debug_assert_eq!(meta.seq, self.next_seq, "seqs are assigned contiguously");
         debug_assert!(
-            self.last_time.is_none_or(|t| t <= entry.time),
+            self.last_time.is_none_or(|t| t <= meta.time),
             "time never decreases"
         );
+        let (chunk, offset) = self.append_bytes(bytes);
+        let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+        let entry = Entry {
+            seq: meta.seq,
+            time: meta.time,
+            kind: meta.kind,
+            task: meta.task,
+            chunk,
+            offset,
+            len,
+        };
         self.next_seq = entry.seq + 1;
         self.last_time = Some(entry.time);
-        self.bytes += entry.bytes.len() as u64;
+        self.bytes += u64::from(entry.len);
         self.retained.add(&entry);
         self.lifetime.add(&entry);
         self.entries.push_back(entry);
@@ -152,11 +195,61 @@ impl Store {
         }
     }
 
+    /// Copies `bytes` into the tail chunk (or a new one); returns the chunk id and offset.
+    fn append_bytes(&mut self, bytes: &[u8]) -> (u64, u32) {
+        let fits = self
+            .chunks
+            .back()
+            .is_some_and(|c| c.bytes.capacity() - c.bytes.len() >= bytes.len());
+        if !fits {
+            let mut buf = match self.spare.take() {
+                Some(spare) if spare.capacity() >= bytes.len() => spare,
+                _ => Vec::with_capacity(CHUNK_BYTES.max(bytes.len())),
+            };
+            buf.clear();
+            self.chunks.push_back(Chunk {
+                bytes: buf,
+                live: 0,
+            });
+        }
+        let id = self.first_chunk + self.chunks.len() as u64 - 1;
+        let Some(chunk) = self.chunks.back_mut() else {
+            return (id, 0);
+        };
+        let offset = u32::try_from(chunk.bytes.len()).unwrap_or(u32::MAX);
+        chunk.bytes.extend_from_slice(bytes);
+        chunk.live += 1;
+        (id, offset)
+    }
+
+    /// The encoded bytes of a retained record.
+    pub(crate) fn bytes_of(&self, entry: &Entry) -> &[u8] {
+        let index = usize::try_from(entry.chunk - self.first_chunk).unwrap_or(usize::MAX);
+        let start = entry.offset as usize;
+        self.chunks
+            .get(index)
+            .and_then(|c| c.bytes.get(start..start + entry.len as usize))
+            .unwrap_or(&[])
+    }
+
     fn pop_front(&mut self, why: Removal) {
         let Some(entry) = self.entries.pop_front() else {
             return;
         };
-        self.bytes -= entry.bytes.len() as u64;
+        self.bytes -= u64::from(entry.len);
+        debug_assert_eq!(
+            entry.chunk, self.first_chunk,
+            "records leave in chunk order"
+        );
+        if let Some(front) = self.chunks.front_mut() {
+            front.live -= 1;
+            if front.live == 0
+                && let Some(done) = self.chunks.pop_front()
+            {
+                self.first_chunk += 1;
+                self.spare.get_or_insert(done.bytes);
+            }
+        }
         self.retained.remove(&entry);
         self.pruned.count(why);
         self.note_removed(entry.seq, why.into());
@@ -251,14 +344,14 @@ impl Store {
 mod tests {
     use super::*;
 
-    fn entry(seq: u64, time: i64, len: usize) -> Entry {
-        Entry {
+    fn push(s: &mut Store, seq: u64, time: i64, len: usize) {
+        let meta = Meta {
             seq,
             time,
             kind: EventKind::Custom,
             task: None,
-            bytes: vec![0; len].into(),
-        }
+        };
+        s.push(meta, &vec![seq as u8; len]);
     }
 
     fn bounds(max_events: u64, max_bytes: u64) -> Bounds {
@@ -272,7 +365,7 @@ mod tests {
     #[test]
     fn smoke() {
         let mut s = Store::new(bounds(10, 1000));
-        s.push(entry(1, 0, 10));
+        push(&mut s, 1, 0, 10);
         assert_eq!(
             (s.len(), s.bytes(), s.first_seq(), s.next_seq()),
             (1, 10, 1, 2)
@@ -283,7 +376,7 @@ mod tests {
     fn capacity_prunes_oldest_first_and_keeps_order() {
         let mut s = Store::new(bounds(3, 1000));
         for seq in 1..=5 {
-            s.push(entry(seq, seq as i64, 10));
+            push(&mut s, seq, seq as i64, 10);
         }
         let seqs: Vec<u64> = s.starting_at(0).map(|e| e.seq).collect();
         assert_eq!(seqs, [3, 4, 5]);
@@ -295,7 +388,7 @@ mod tests {
     fn bytes_bound_is_tracked_incrementally() {
         let mut s = Store::new(bounds(100, 25));
         for seq in 1..=4 {
-            s.push(entry(seq, 0, 10));
+            push(&mut s, seq, 0, 10);
         }
         assert_eq!(s.bytes(), 20);
         assert_eq!(s.len(), 2);
@@ -305,7 +398,7 @@ mod tests {
     fn age_and_clear_reasons_are_remembered() {
         let mut s = Store::new(bounds(100, 10_000));
         for seq in 1..=6 {
-            s.push(entry(seq, seq as i64 * 10, 1));
+            push(&mut s, seq, seq as i64 * 10, 1);
         }
         s.prune_expired(130); // cutoff 30: seqs 1, 2 go
         assert_eq!(s.first_seq(), 3);
@@ -320,7 +413,7 @@ mod tests {
     fn time_search_and_seq_ranges() {
         let mut s = Store::new(bounds(100, 10_000));
         for seq in 1..=5 {
-            s.push(entry(seq, (seq as i64 / 2) * 10, 1));
+            push(&mut s, seq, (seq as i64 / 2) * 10, 1);
         }
         assert_eq!(s.first_seq_at(10), 2);
         assert_eq!(s.first_seq_at(11), 4);
@@ -330,10 +423,36 @@ mod tests {
     }
 
     #[test]
+    fn bytes_survive_chunk_boundaries_and_pruning() {
+        let mut s = Store::new(bounds(1000, 1 << 30));
+        let sizes = [10, CHUNK_BYTES - 5, 7, 3 * CHUNK_BYTES, 1, CHUNK_BYTES, 5];
+        for (i, len) in sizes[..6].iter().enumerate() {
+            push(&mut s, i as u64 + 1, 0, *len);
+        }
+        let check = |s: &Store| {
+            for e in s.starting_at(0) {
+                assert_eq!(
+                    s.bytes_of(e),
+                    vec![e.seq as u8; sizes[e.seq as usize - 1]].as_slice()
+                );
+            }
+        };
+        check(&s);
+        s.set_bounds(bounds(3, 1 << 30));
+        assert_eq!(s.first_seq(), 4);
+        check(&s);
+        assert!(s.chunks.len() <= 3, "emptied chunks are released");
+        s.clear();
+        assert!(s.chunks.is_empty());
+        push(&mut s, 7, 0, 5);
+        check(&s);
+    }
+
+    #[test]
     fn removal_log_stays_bounded() {
         let mut s = Store::new(bounds(1, 10_000));
         for seq in 1..=2000 {
-            s.push(entry(seq, 0, 1));
+            push(&mut s, seq, 0, 1);
             if seq % 2 == 0 {
                 s.clear();
             }

@@ -12,7 +12,7 @@ use crate::anonymize::Anonymizer;
 use crate::collector::Shared;
 use crate::event::Event;
 use crate::export::encode_record;
-use crate::store::{Entry, TaskEnd, TaskMeta};
+use crate::store::{Meta, TaskEnd, TaskMeta};
 
 /// What travels from the handles to the worker.
 pub(crate) enum Msg {
@@ -39,7 +39,9 @@ struct Worker {
     anonymizer: Anonymizer,
     next_seq: u64,
     last_time: i64,
-    pending: Vec<Entry>,
+    /// Encoded but not yet committed: each record's meta and end offset in `encoded`.
+    pending: Vec<(Meta, usize)>,
+    encoded: Vec<u8>,
     scratch: Vec<u8>,
 }
 
@@ -51,6 +53,7 @@ impl Worker {
             next_seq: 1,
             last_time: i64::MIN,
             pending: Vec::new(),
+            encoded: Vec::new(),
             scratch: Vec::new(),
         }
     }
@@ -127,11 +130,13 @@ impl Worker {
         self.anonymizer.apply(&mut event);
         let time = self.shared.clock.now_unix_nanos().max(self.last_time);
         let seq = self.next_seq;
-        let Ok(bytes) = encode_record(seq, time, &event, &mut self.scratch) else {
+        let start = self.encoded.len();
+        if encode_record(seq, time, &event, &mut self.scratch, &mut self.encoded).is_err() {
+            self.encoded.truncate(start);
             // Unreachable for valid events; still accounted for.
             self.shared.counters.rejected.fetch_add(1, Ordering::SeqCst);
             return;
-        };
+        }
         let task = match &event {
             Event::TaskCompleted(e) => Some(TaskMeta {
                 end: e.outcome.status.into(),
@@ -143,13 +148,13 @@ impl Worker {
             }),
             _ => None,
         };
-        self.pending.push(Entry {
+        let meta = Meta {
             seq,
             time,
             kind: event.kind(),
             task,
-            bytes,
-        });
+        };
+        self.pending.push((meta, self.encoded.len()));
         self.next_seq += 1;
         self.last_time = time;
     }
@@ -158,9 +163,12 @@ impl Worker {
     fn commit(&mut self) {
         let now = self.shared.clock.now_unix_nanos();
         let mut store = self.shared.lock_store();
-        for entry in self.pending.drain(..) {
-            store.push(entry);
+        let mut start = 0;
+        for (meta, end) in self.pending.drain(..) {
+            store.push(meta, &self.encoded[start..end]);
+            start = end;
         }
+        self.encoded.clear();
         store.prune_expired(now);
     }
 }

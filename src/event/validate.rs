@@ -222,36 +222,32 @@ impl Limits {
         Ok(())
     }
 
+    /// The whole tree is bounded by `max_attribute_entries` values (reported on the
+    /// attributes field itself), each collection by `max_collection_len`, nesting by
+    /// `max_attribute_depth`.
     fn attributes(&self, field: &str, attrs: &Attributes) -> Check {
-        let mut entries = 0;
-        self.map(field, &attrs.0, 1, &mut entries)
-    }
-
-    fn map(
-        &self,
-        field: &str,
-        map: &BTreeMap<String, Value>,
-        depth: usize,
-        n: &mut usize,
-    ) -> Check {
-        self.count(field, map.len())?;
-        for (key, value) in map {
-            self.id("", key).map_err(|e| keyed(field, key, e))?;
-            self.value(value, depth, n)
-                .map_err(|e| keyed(field, key, e))?;
+        self.map(field, &attrs.0, 1)?;
+        let values = count_values(attrs.0.values(), self.max_attribute_entries + 1);
+        if values > self.max_attribute_entries {
+            let rule = Rule::TooMany {
+                len: values,
+                max: self.max_attribute_entries,
+            };
+            return Err(FieldError::new(field, rule));
         }
         Ok(())
     }
 
-    fn value(&self, value: &Value, depth: usize, n: &mut usize) -> Check {
-        *n += 1;
-        if *n > self.max_attribute_entries {
-            let rule = Rule::TooMany {
-                len: *n,
-                max: self.max_attribute_entries,
-            };
-            return Err(FieldError::new("", rule));
+    fn map(&self, field: &str, map: &BTreeMap<String, Value>, depth: usize) -> Check {
+        self.count(field, map.len())?;
+        for (key, value) in map {
+            self.id("", key).map_err(|e| keyed(field, key, e))?;
+            self.value(value, depth).map_err(|e| keyed(field, key, e))?;
         }
+        Ok(())
+    }
+
+    fn value(&self, value: &Value, depth: usize) -> Check {
         match value {
             Value::Null | Value::Bool(_) | Value::Int(_) => Ok(()),
             Value::Float(f) => finite("", *f),
@@ -267,14 +263,32 @@ impl Limits {
             Value::List(items) => {
                 self.count("", items.len())?;
                 for (i, item) in items.iter().enumerate() {
-                    self.value(item, depth + 1, n)
+                    self.value(item, depth + 1)
                         .map_err(|e| e.within(&format!("[{i}]")))?;
                 }
                 Ok(())
             }
-            Value::Map(map) => self.map("", map, depth + 1, n),
+            Value::Map(map) => self.map("", map, depth + 1),
         }
     }
+}
+
+/// Counts the values in a tree, stopping once `stop` is reached.
+fn count_values<'a>(values: impl Iterator<Item = &'a Value>, stop: usize) -> usize {
+    let mut n = 0;
+    let mut pending: Vec<&Value> = values.collect();
+    while let Some(v) = pending.pop() {
+        n += 1;
+        if n >= stop {
+            break;
+        }
+        match v {
+            Value::List(items) => pending.extend(items),
+            Value::Map(map) => pending.extend(map.values()),
+            _ => {}
+        }
+    }
+    n
 }
 
 fn keyed(field: &str, key: &str, e: FieldError) -> FieldError {

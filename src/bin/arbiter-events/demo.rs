@@ -1,0 +1,489 @@
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use arbiter_events::{
+    AgentRegistered, AgentStatus, AgentStatusChanged, Alternative, AnonymizationKey,
+    AnonymizationMode, Attributes, Baseline, Collector, Complexity, Config,
+    ConstitutionalValidation, Cursor, Custom, EvaluationOutcome, Event, Export, ExportRequest,
+    JudgmentRecorded, KEY_ENV, MinimalityEvaluated, OutcomeStatus, RlTrainingMetrics,
+    RoutingDecision, RoutingStrategy, Severity, Stats, TaskOutcome, ThinkingBudgetAllocated,
+    ThinkingBudgetUsed, Violation,
+};
+use fastrand::Rng;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::{CliResult, default_data_dir};
+
+/// How long the final flush and shutdown may take.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Agents in the simulated registry.
+const AGENTS: usize = 8;
+const CAPABILITIES: [&str; 5] = [
+    "code-review",
+    "refactor",
+    "test-writing",
+    "documentation",
+    "triage",
+];
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Tasks to simulate (each records about ten events).
+    #[arg(long, default_value_t = 20_000)]
+    tasks: u64,
+    /// Producer threads.
+    #[arg(long, default_value_t = 4)]
+    threads: usize,
+    /// Seed of the simulation: the same seed records the same events.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// The data directory: the key and the exports live here.
+    #[arg(long, default_value_os_t = default_data_dir())]
+    data_dir: PathBuf,
+    /// A TOML configuration file (default: the built-in defaults).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// How often the simulated RL pipeline pulls an increment, in milliseconds.
+    #[arg(long, default_value_t = 100)]
+    pull_interval_ms: u64,
+}
+
+pub(crate) fn run(args: Args) -> CliResult {
+    if args.threads == 0 {
+        return Err("--threads must be at least 1".into());
+    }
+    let mut config = match &args.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    fs::create_dir_all(&args.data_dir).map_err(|e| {
+        format!(
+            "cannot create data directory {}: {e}",
+            args.data_dir.display()
+        )
+    })?;
+    let a = &config.anonymization;
+    if a.mode == AnonymizationMode::Pseudonymize
+        && a.key_hex.is_none()
+        && a.key_file.is_none()
+        && std::env::var_os(KEY_ENV).is_none()
+    {
+        config.anonymization.key_file = Some(ensure_key(&args.data_dir)?);
+    }
+    let collector = Collector::new(config)?;
+    let run_dir =
+        args.data_dir
+            .join("exports")
+            .join(format!("run-{}-seed{}", unix_seconds(), args.seed));
+    fs::create_dir_all(&run_dir)
+        .map_err(|e| format!("cannot create {}: {e}", run_dir.display()))?;
+
+    println!(
+        "arbiter-events demo: {} tasks on {} threads (seed {}), exports to {}",
+        args.tasks,
+        args.threads,
+        args.seed,
+        run_dir.display()
+    );
+    let progress = ProgressBar::new(args.tasks);
+    progress.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} tasks ({per_sec})",
+        )
+        .map_err(|e| e.to_string())?,
+    );
+
+    register_agents(&collector, args.seed);
+    let recording = Arc::new(AtomicBool::new(true));
+    let puller = {
+        let (collector, recording, dir) =
+            (collector.clone(), Arc::clone(&recording), run_dir.clone());
+        let interval = Duration::from_millis(args.pull_interval_ms.max(1));
+        thread::spawn(move || pull_while(&collector, &recording, &dir, interval))
+    };
+
+    let started = Instant::now();
+    let producers: Vec<_> = (0..args.threads)
+        .map(|t| {
+            let (collector, progress) = (collector.clone(), progress.clone());
+            let share = args.tasks / args.threads as u64
+                + u64::from((t as u64) < args.tasks % args.threads as u64);
+            let seed = args
+                .seed
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                .wrapping_add(t as u64);
+            thread::spawn(move || simulate(&collector, &progress, seed, t, share))
+        })
+        .collect();
+    for p in producers {
+        p.join().map_err(|_| "a producer thread panicked")?;
+    }
+    let recorded_in = started.elapsed();
+    collector.flush(DRAIN_TIMEOUT)?;
+    let stored_in = started.elapsed();
+    progress.finish_and_clear();
+
+    recording.store(false, Ordering::SeqCst);
+    let mut pulled = puller.join().map_err(|_| "the export thread panicked")??;
+    pulled.pull(&collector, &run_dir)?;
+    let stats = collector.stats();
+    fs::write(
+        run_dir.join("stats.json"),
+        serde_json::to_vec_pretty(&stats)?,
+    )?;
+    report(&stats, recorded_in, stored_in, &pulled, &run_dir);
+    collector.shutdown(DRAIN_TIMEOUT)?;
+    Ok(())
+}
+
+/// The key file in the data directory, created once (owner-only) so pseudonyms stay
+/// stable from run to run.
+fn ensure_key(dir: &Path) -> Result<PathBuf, Box<dyn std::error::Error + Send + Sync>> {
+    let path = dir.join("key.hex");
+    if !path.exists() {
+        let key = AnonymizationKey::generate()?;
+        let tmp = dir.join("key.hex.tmp");
+        fs::write(&tmp, key.to_hex())
+            .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600))?;
+        }
+        fs::rename(&tmp, &path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(path)
+}
+
+fn unix_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The simulated RL pipeline: pulls increments from a cursor and writes each to a file.
+#[derive(Debug, Default)]
+struct Pulled {
+    cursor: Cursor,
+    files: u64,
+    records: u64,
+    gaps: u64,
+}
+
+impl Pulled {
+    fn pull(
+        &mut self,
+        collector: &Collector,
+        dir: &Path,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let export = collector.export(&ExportRequest::after(self.cursor))?;
+        if export.is_empty() && export.gap().is_none() {
+            return Ok(());
+        }
+        self.files += 1;
+        self.records += export.len();
+        self.gaps += export.gap().map_or(0, |g| g.len());
+        write_atomically(
+            &export,
+            &dir.join(format!("increment-{:04}.msgpack", self.files)),
+        )?;
+        self.cursor = export.next_cursor();
+        Ok(())
+    }
+}
+
+fn write_atomically(
+    export: &Export,
+    path: &Path,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let tmp = path.with_extension("msgpack.tmp");
+    let file =
+        fs::File::create(&tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
+    export.write_msgpack(std::io::BufWriter::new(file))?;
+    fs::rename(&tmp, path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(())
+}
+
+fn pull_while(
+    collector: &Collector,
+    recording: &AtomicBool,
+    dir: &Path,
+    interval: Duration,
+) -> Result<Pulled, Box<dyn std::error::Error + Send + Sync>> {
+    let mut pulled = Pulled::default();
+    while recording.load(Ordering::SeqCst) {
+        thread::sleep(interval);
+        pulled.pull(collector, dir)?;
+    }
+    Ok(pulled)
+}
+
+fn agent(n: usize) -> String {
+    format!("agent-{n:02}")
+}
+
+fn register_agents(collector: &Collector, seed: u64) {
+    let mut rng = Rng::with_seed(seed);
+    for n in 0..AGENTS {
+        let capabilities = CAPABILITIES
+            .iter()
+            .filter(|_| rng.bool())
+            .map(|c| (*c).to_owned())
+            .collect();
+        let _ = collector.record(Event::AgentRegistered(AgentRegistered {
+            agent_id: agent(n),
+            capabilities,
+            baseline: Baseline {
+                latency_ms: 200.0 + rng.f64() * 800.0,
+                accuracy: 0.7 + rng.f64() * 0.3,
+                cost_per_task: rng.f64() * 0.05,
+                reliability: 0.9 + rng.f64() * 0.1,
+            },
+        }));
+    }
+}
+
+/// One producer thread's share of tasks. Failures to record are counted by the
+/// collector and shown in the report, so they are not handled here.
+fn simulate(collector: &Collector, progress: &ProgressBar, seed: u64, thread: usize, tasks: u64) {
+    let mut rng = Rng::with_seed(seed);
+    for n in 0..tasks {
+        let task_id = format!("task-{thread}-{n}");
+        simulate_task(collector, &mut rng, &task_id);
+        if n % 100 == 99 {
+            let _ = collector.record(Event::RlTrainingMetrics(RlTrainingMetrics {
+                trajectories_processed: 100,
+                average_reward: rng.f64() * 2.0 - 0.5,
+                policy_loss: rng.f64() * 0.2 - 0.1,
+                value_loss: rng.f64() * 0.5,
+                kl_divergence: rng.f64() * 0.02,
+                training_time_ms: 50.0 + rng.f64() * 200.0,
+            }));
+        }
+        if n % 250 == 0 {
+            let status = [
+                AgentStatus::Available,
+                AgentStatus::Busy,
+                AgentStatus::Maintenance,
+            ][rng.usize(..3)];
+            let _ = collector.record(Event::AgentStatusChanged(AgentStatusChanged {
+                agent_id: agent(rng.usize(..AGENTS)),
+                status,
+                previous: Some(AgentStatus::Available),
+                reason: Some("load rebalanced".into()),
+            }));
+        }
+        progress.inc(1);
+    }
+}
+
+fn simulate_task(collector: &Collector, rng: &mut Rng, task_id: &str) {
+    let complexity = [
+        Complexity::Trivial,
+        Complexity::Standard,
+        Complexity::Complex,
+    ][rng.usize(..3)];
+    let allocated = match complexity {
+        Complexity::Trivial => 512,
+        Complexity::Standard => 4096,
+        Complexity::Complex => 16_384,
+    };
+    let _ = collector.record(Event::ThinkingBudgetAllocated(ThinkingBudgetAllocated {
+        task_id: task_id.into(),
+        allocated_tokens: allocated,
+        complexity,
+        confidence: 0.5 + rng.f64() * 0.5,
+    }));
+    let selected = rng.usize(..AGENTS);
+    let alternatives = (1..=rng.usize(1..4))
+        .map(|k| Alternative {
+            agent_id: agent((selected + k) % AGENTS),
+            score: rng.f64() * 0.8,
+            reason: "lower capability match".into(),
+        })
+        .collect();
+    let strategy = [
+        RoutingStrategy::MultiArmedBandit,
+        RoutingStrategy::CapabilityMatch,
+        RoutingStrategy::LoadBalance,
+        RoutingStrategy::Random,
+    ][rng.usize(..4)];
+    let _ = collector.record(Event::RoutingDecision(RoutingDecision {
+        task_id: task_id.into(),
+        selected_agent: agent(selected),
+        strategy,
+        confidence: 0.6 + rng.f64() * 0.4,
+        alternatives,
+        rationale: format!("{} scored highest for {task_id}", agent(selected)),
+    }));
+    let context = Attributes::new()
+        .with("task_type", CAPABILITIES[rng.usize(..CAPABILITIES.len())])
+        .with("priority", i64::from(rng.u8(1..=5)));
+    let Ok(execution) = collector.start_task(task_id, agent(selected), context) else {
+        return;
+    };
+    let used = rng.u64(allocated / 4..=allocated);
+    let _ = collector.record(Event::ThinkingBudgetUsed(ThinkingBudgetUsed {
+        task_id: task_id.into(),
+        tokens_used: used,
+        tokens_allocated: allocated,
+    }));
+    let violations: Vec<Violation> = (0..rng.usize(..3))
+        .map(|_| Violation {
+            severity: [
+                Severity::Low,
+                Severity::Medium,
+                Severity::High,
+                Severity::Critical,
+            ][rng.usize(..4)],
+            message: "scope exceeded the change budget".into(),
+            rule: Some(format!("CAWS-{}", rng.u8(1..=20))),
+        })
+        .collect();
+    let _ = collector.record(Event::ConstitutionalValidation(ConstitutionalValidation {
+        task_id: task_id.into(),
+        agent_id: agent(selected),
+        valid: violations.iter().all(|v| v.severity < Severity::High),
+        compliance_score: 1.0 - violations.len() as f64 * 0.2,
+        violations,
+        processing_time_ms: rng.f64() * 20.0,
+        rule_count: 20,
+    }));
+    let _ = collector.record(Event::MinimalityEvaluated(MinimalityEvaluated {
+        task_id: task_id.into(),
+        minimality_factor: rng.f64(),
+        ast_similarity: rng.f64(),
+        scaffolding_penalty: rng.f64() * 0.3,
+        lines_changed: rng.u64(1..400),
+        quality_assessment: "focused change".into(),
+    }));
+    let roll = rng.f64();
+    if roll < 0.05 {
+        drop(execution); // abandoned: the guard records TaskAbandoned
+        return;
+    }
+    let status = match roll {
+        r if r < 0.75 => OutcomeStatus::Succeeded,
+        r if r < 0.90 => OutcomeStatus::Failed,
+        r if r < 0.97 => OutcomeStatus::TimedOut,
+        _ => OutcomeStatus::Cancelled,
+    };
+    let quality = if status == OutcomeStatus::Succeeded {
+        0.6 + rng.f64() * 0.4
+    } else {
+        rng.f64() * 0.5
+    };
+    let _ = execution.complete(TaskOutcome {
+        status,
+        quality_score: quality,
+        efficiency_score: rng.f64(),
+        tokens_consumed: used + rng.u64(..2000),
+    });
+    let criteria: BTreeMap<String, f64> = ["correctness", "minimality", "style"]
+        .iter()
+        .map(|c| ((*c).to_owned(), rng.f64()))
+        .collect();
+    let _ = collector.record(Event::JudgmentRecorded(JudgmentRecorded {
+        task_id: task_id.into(),
+        overall_score: quality,
+        overall_confidence: 0.5 + rng.f64() * 0.5,
+        all_criteria_pass: criteria.values().all(|s| *s >= 0.5),
+        criteria_scores: criteria,
+        evaluation_time_ms: rng.f64() * 100.0,
+    }));
+    let rubric: BTreeMap<String, f64> = ["tests_pass", "requirements_met"]
+        .iter()
+        .map(|c| ((*c).to_owned(), rng.f64()))
+        .collect();
+    let _ = collector.record(Event::EvaluationOutcome(EvaluationOutcome {
+        task_id: task_id.into(),
+        passed: status == OutcomeStatus::Succeeded,
+        score: quality,
+        rubric_scores: rubric,
+        feedback: (rng.f64() < 0.3).then(|| "consider smaller commits".to_owned()),
+    }));
+    if rng.f64() < 0.01 {
+        let _ = collector.record(Event::Custom(Custom {
+            name: "cache_eviction".into(),
+            attributes: Attributes::new().with("entries", i64::from(rng.u16(..1000))),
+        }));
+    }
+}
+
+fn per_sec(count: u64, elapsed: Duration) -> f64 {
+    count as f64 / elapsed.as_secs_f64().max(1e-9)
+}
+
+fn report(stats: &Stats, recorded_in: Duration, stored_in: Duration, pulled: &Pulled, dir: &Path) {
+    println!(
+        "recorded {} events in {:.3} s ({:.0} events/s submitted); all stored after {:.3} s ({:.0} events/s end to end)",
+        stats.submitted,
+        recorded_in.as_secs_f64(),
+        per_sec(stats.submitted, recorded_in),
+        stored_in.as_secs_f64(),
+        per_sec(stats.stored, stored_in),
+    );
+    let d = &stats.dropped;
+    println!(
+        "accounting: submitted {} = stored {} + dropped {} (queue full {}, paused {}, disabled {}, shutdown {}) + rejected {} + in flight {}",
+        stats.submitted,
+        stats.stored,
+        d.total(),
+        d.queue_full,
+        d.paused,
+        d.disabled,
+        d.shutdown,
+        stats.rejected,
+        stats.in_flight
+    );
+    println!(
+        "retained {} records ({} bytes); pruned {} (age {}, capacity {}, cleared {})",
+        stats.retained,
+        stats.retained_bytes,
+        stats.pruned.total(),
+        stats.pruned.age,
+        stats.pruned.capacity,
+        stats.pruned.cleared
+    );
+    println!("{:<28} {:>10} {:>10}", "kind", "stored", "retained");
+    for k in &stats.kinds {
+        println!(
+            "{:<28} {:>10} {:>10}",
+            k.kind.as_str(),
+            k.stored,
+            k.retained
+        );
+    }
+    let t = &stats.tasks.lifetime;
+    println!(
+        "tasks: {} succeeded, {} failed, {} timed out, {} cancelled, {} abandoned; success rate {}; mean duration {}",
+        t.succeeded,
+        t.failed,
+        t.timed_out,
+        t.cancelled,
+        t.abandoned,
+        t.success_rate
+            .map_or("n/a".into(), |r| format!("{:.1}%", r * 100.0)),
+        t.mean_duration_ms
+            .map_or("n/a".into(), |m| format!("{m:.3} ms")),
+    );
+    println!(
+        "anonymization: {:?}, key_id {}, key from {:?}",
+        stats.anonymization,
+        stats.key_id.as_deref().unwrap_or("none"),
+        stats.key_origin
+    );
+    println!(
+        "exports: {} increments, {} records, {} records missed (gaps), next cursor {} -> {}",
+        pulled.files,
+        pulled.records,
+        pulled.gaps,
+        pulled.cursor.seq(),
+        dir.display()
+    );
+}

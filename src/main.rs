@@ -1,2 +1,0 @@
-//! The `arbiter-events` command line.
-fn main() {}
