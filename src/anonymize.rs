@@ -193,11 +193,31 @@ impl IdKind {
     }
 }
 
-fn render(kind: IdKind, subkey: &[u8; 32], id: &str) -> String {
+/// The hex digits of a pseudonym, without the prefix.
+type Digits = [u8; 2 * PSEUDONYM_BYTES];
+
+fn digits(subkey: &[u8; 32], id: &str) -> Digits {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let hash = blake3::keyed_hash(subkey, id.as_bytes());
-    let mut out = String::with_capacity(4 + 2 * PSEUDONYM_BYTES);
+    let mut out = [0u8; 2 * PSEUDONYM_BYTES];
+    for (pair, byte) in out.chunks_exact_mut(2).zip(hash.as_bytes()) {
+        pair[0] = HEX[usize::from(byte >> 4)];
+        pair[1] = HEX[usize::from(byte & 0xf)];
+    }
+    out
+}
+
+/// Writes `prefix` and `digits` over `out`, reusing its allocation when it is large enough.
+fn write_pseudonym(kind: IdKind, digits: &Digits, out: &mut String) {
+    out.clear();
+    out.reserve(kind.prefix().len() + digits.len());
     out.push_str(kind.prefix());
-    out.push_str(&hex::encode(&hash.as_bytes()[..PSEUDONYM_BYTES]));
+    out.extend(digits.iter().map(|&b| char::from(b)));
+}
+
+fn render(kind: IdKind, subkey: &[u8; 32], id: &str) -> String {
+    let mut out = String::new();
+    write_pseudonym(kind, &digits(subkey, id), &mut out);
     out
 }
 
@@ -248,7 +268,7 @@ pub(crate) struct Anonymizer {
     mode: AnonymizationMode,
     free_text: FreeText,
     subkeys: [[u8; 32]; 4],
-    memo: [HashMap<String, String>; 4],
+    memo: [HashMap<String, Digits, foldhash::fast::RandomState>; 4],
     memo_capacity: usize,
     attribute_keys: HashSet<String>,
 }
@@ -269,20 +289,18 @@ impl Anonymizer {
     /// emptied whole: memory stays bounded and the hot ids come straight back.
     fn id(&mut self, kind: IdKind, id: &mut String) {
         let memo = &mut self.memo[kind.index()];
-        if let Some(p) = memo.get(id.as_str()) {
-            // Reuses the id's allocation when it is large enough.
-            id.clear();
-            id.push_str(p);
-            return;
-        }
-        let p = render(kind, &self.subkeys[kind.index()], id);
-        let raw = std::mem::replace(id, p);
-        if self.memo_capacity > 0 {
-            if memo.len() >= self.memo_capacity {
-                memo.clear();
+        let found = memo.get(id.as_str()).copied();
+        let digits = found.unwrap_or_else(|| {
+            let d = digits(&self.subkeys[kind.index()], id);
+            if self.memo_capacity > 0 {
+                if memo.len() >= self.memo_capacity {
+                    memo.clear();
+                }
+                memo.insert(std::mem::take(id), d);
             }
-            memo.insert(raw, id.clone());
-        }
+            d
+        });
+        write_pseudonym(kind, &digits, id);
     }
 
     fn text(&self, text: &mut String) {
