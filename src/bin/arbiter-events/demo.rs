@@ -10,7 +10,7 @@ use arbiter_events::{
     AgentRegistered, AgentStatus, AgentStatusChanged, Alternative, AnonymizationKey,
     AnonymizationMode, Attributes, Baseline, Collector, Complexity, Config,
     ConstitutionalValidation, Cursor, Custom, EvaluationOutcome, Event, Export, ExportRequest,
-    JudgmentRecorded, KEY_ENV, MinimalityEvaluated, OutcomeStatus, RlTrainingMetrics,
+    JudgmentRecorded, KEY_ENV, MinimalityEvaluated, OutcomeStatus, Overflow, RlTrainingMetrics,
     RoutingDecision, RoutingStrategy, Severity, Stats, TaskOutcome, ThinkingBudgetAllocated,
     ThinkingBudgetUsed, Violation,
 };
@@ -51,6 +51,17 @@ pub(crate) struct Args {
     /// How often the simulated RL pipeline pulls an increment, in milliseconds.
     #[arg(long, default_value_t = 100)]
     pull_interval_ms: u64,
+    /// What producers do when the queue is full. The simulation records far faster than
+    /// an arbiter does, so it blocks by default; `drop-newest` (the library's default)
+    /// shows drops being counted instead. Ignored when --config is given.
+    #[arg(long, value_enum, default_value_t = OverflowArg::Block)]
+    overflow: OverflowArg,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum OverflowArg {
+    Block,
+    DropNewest,
 }
 
 pub(crate) fn run(args: Args) -> CliResult {
@@ -59,7 +70,14 @@ pub(crate) fn run(args: Args) -> CliResult {
     }
     let mut config = match &args.config {
         Some(path) => Config::from_file(path)?,
-        None => Config::default(),
+        None => {
+            let mut c = Config::default();
+            c.queue.overflow = match args.overflow {
+                OverflowArg::Block => Overflow::Block,
+                OverflowArg::DropNewest => Overflow::DropNewest,
+            };
+            c
+        }
     };
     fs::create_dir_all(&args.data_dir).map_err(|e| {
         format!(
@@ -84,10 +102,11 @@ pub(crate) fn run(args: Args) -> CliResult {
         .map_err(|e| format!("cannot create {}: {e}", run_dir.display()))?;
 
     println!(
-        "arbiter-events demo: {} tasks on {} threads (seed {}), exports to {}",
+        "arbiter-events demo: {} tasks on {} threads (seed {}, overflow {:?}), exports to {}",
         args.tasks,
         args.threads,
         args.seed,
+        collector.config().queue.overflow,
         run_dir.display()
     );
     let progress = ProgressBar::new(args.tasks);
