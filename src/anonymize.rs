@@ -212,7 +212,11 @@ fn write_pseudonym(kind: IdKind, digits: &Digits, out: &mut String) {
     out.clear();
     out.reserve(kind.prefix().len() + digits.len());
     out.push_str(kind.prefix());
-    out.extend(digits.iter().map(|&b| char::from(b)));
+    match std::str::from_utf8(digits) {
+        Ok(hex) => out.push_str(hex),
+        // Hex digits are ASCII; kept total without a panic path.
+        Err(_) => out.extend(digits.iter().map(|&b| char::from(b))),
+    }
 }
 
 fn render(kind: IdKind, subkey: &[u8; 32], id: &str) -> String {

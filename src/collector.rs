@@ -374,7 +374,13 @@ impl Handle {
         if finished {
             let _ = join.join();
         }
-        let stats = self.shared.stats(self.tx.len());
+        // A producer refused after `closed` is counted a moment after it is submitted;
+        // wait out such moments (not events) before reading the final counts.
+        let mut stats = self.shared.stats(self.tx.len());
+        while finished && stats.in_flight > 0 && Instant::now() < deadline + SHUTDOWN_GRACE {
+            std::thread::yield_now();
+            stats = self.shared.stats(self.tx.len());
+        }
         let report = ShutdownReport {
             flushed: stats.stored - before.stored,
             dropped: stats.dropped.shutdown - before.dropped.shutdown,
@@ -575,8 +581,16 @@ impl Collector {
         ))
     }
 
+    /// Validates an event built outside `record`; a failure is counted as submitted and
+    /// rejected, as `record` would.
     pub(crate) fn validate(&self, event: &Event) -> Result<(), crate::ValidationError> {
-        event.validate(&self.shared().live.limits())
+        let result = event.validate(&self.shared().live.limits());
+        if result.is_err() {
+            let counters = &self.shared().counters;
+            counters.submitted.fetch_add(1, SeqCst);
+            counters.rejected.fetch_add(1, SeqCst);
+        }
+        result
     }
 
     pub(crate) fn monotonic(&self) -> Duration {
@@ -674,7 +688,10 @@ impl Collector {
         f(&mut next);
         next.validate()?;
         config.check_live_change(&next)?;
-        shared.lock_store().set_bounds(bounds(&next));
+        let mut store = shared.lock_store();
+        store.set_bounds(bounds(&next));
+        store.prune_expired(shared.clock.now_unix_nanos());
+        drop(store);
         shared.live.set(&next);
         *config = next;
         Ok(())

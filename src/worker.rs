@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
@@ -23,6 +23,9 @@ pub(crate) enum Msg {
     /// Commit everything, resolve every event in flight (until `deadline`), then stop.
     Shutdown { deadline: Instant, done: Sender<()> },
 }
+
+/// How often a closing worker re-checks the count of unresolved events.
+const CLOSE_RECHECK: Duration = Duration::from_millis(1);
 
 pub(crate) fn spawn(
     shared: Arc<Shared>,
@@ -112,7 +115,8 @@ impl Worker {
             if now >= deadline {
                 break;
             }
-            match rx.recv_timeout(deadline - now) {
+            // Re-check often: an event refused after `closed` resolves without a message.
+            match rx.recv_timeout((deadline - now).min(CLOSE_RECHECK)) {
                 Ok(msg) => {
                     if let Some((_, extra)) = self.batch(msg, rx) {
                         let _ = extra.send(());
@@ -174,6 +178,7 @@ impl Worker {
 }
 
 fn micros(ms: f64) -> u64 {
-    // `as` saturates; validation made `ms` finite and non-negative.
-    (ms * 1000.0) as u64
+    // Rounded: `as_secs_f64() * 1000.0` lands just below whole microseconds. `as`
+    // saturates; validation made `ms` finite and non-negative.
+    (ms * 1000.0).round() as u64
 }
