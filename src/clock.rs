@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use time::OffsetDateTime;
 
@@ -42,7 +42,10 @@ impl Default for SystemClock {
 
 impl Clock for SystemClock {
     fn now_unix_nanos(&self) -> i64 {
-        unix_nanos(OffsetDateTime::now_utc())
+        match SystemTime::now().duration_since(UNIX_EPOCH) {
+            Ok(since) => i64::try_from(since.as_nanos()).unwrap_or(i64::MAX),
+            Err(before) => i64::try_from(before.duration().as_nanos()).map_or(i64::MIN, |n| -n),
+        }
     }
 
     fn monotonic(&self) -> Duration {

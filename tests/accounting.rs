@@ -2,32 +2,28 @@
 //! reason (`submitted = stored + dropped + rejected`, nothing in flight after a flush), and
 //! every stored record is retained or counted as pruned (`stored = retained + pruned`).
 
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+mod common;
+
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arbiter_events::{
-    AgentStatus, AgentStatusChanged, AnonymizationKey, Attributes, Clock, Collector, Complexity,
-    Config, Event, ManualClock, Overflow, RecordError, RlTrainingMetrics, Stats,
-    ThinkingBudgetAllocated, ThinkingBudgetUsed,
+    AgentStatus, AgentStatusChanged, Attributes, Collector, Complexity, Config, Event, ManualClock,
+    Overflow, RecordError, RlTrainingMetrics, Stats, ThinkingBudgetAllocated, ThinkingBudgetUsed,
 };
 use proptest::prelude::*;
 
-type TestResult = Result<(), Box<dyn std::error::Error>>;
+use common::{T0, TestResult};
 
-const T0: i64 = 1_700_000_000_000_000_000;
 /// Generous bound for anything the test waits on; never reached when things work.
 const PATIENCE: Duration = Duration::from_secs(60);
+const KEY: [u8; 32] = [3; 32];
 const THREADS: u64 = 8;
 const PER_THREAD: u64 = 100_000;
 /// Every this many events a producer records one that fails validation.
 const INVALID_EVERY: u64 = 1_000;
 const CAPACITY: usize = 64;
 const MAX_EVENTS: u64 = 10_000;
-
-fn key() -> AnonymizationKey {
-    AnonymizationKey::from_bytes([3; 32])
-}
 
 fn used(task: &str, n: u64) -> Event {
     Event::ThinkingBudgetUsed(ThinkingBudgetUsed {
@@ -75,125 +71,13 @@ fn valid(thread: u64, i: u64) -> Event {
     }
 }
 
-/// Both halves of the identity, with nothing in flight.
+/// Both halves of the identity, with nothing in flight, kind by kind too.
 fn assert_settled(s: &Stats) {
-    assert_eq!(s.in_flight, 0, "{s:#?}");
-    assert_eq!(
-        s.submitted,
-        s.stored + s.dropped.total() + s.rejected,
-        "{s:#?}"
-    );
-    assert_eq!(s.stored, s.retained + s.pruned.total(), "{s:#?}");
+    common::assert_settled(s);
     let kinds_stored: u64 = s.kinds.iter().map(|k| k.stored).sum();
     let kinds_retained: u64 = s.kinds.iter().map(|k| k.retained).sum();
     assert_eq!(kinds_stored, s.stored, "{s:#?}");
     assert_eq!(kinds_retained, s.retained, "{s:#?}");
-}
-
-/// Polls `done` until it holds or `PATIENCE` runs out.
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) -> Result<(), String> {
-    let deadline = Instant::now() + PATIENCE;
-    while !done() {
-        if Instant::now() >= deadline {
-            return Err(format!("gave up waiting for {what}"));
-        }
-        thread::sleep(Duration::from_millis(1));
-    }
-    Ok(())
-}
-
-/// A clock the test can stop: while its gate is closed every wall-clock reading blocks,
-/// which holds the ingest worker at its next commit.
-#[derive(Debug, Clone)]
-struct GatedClock {
-    time: ManualClock,
-    gate: Arc<Gate>,
-}
-
-#[derive(Debug, Default)]
-struct Gate {
-    state: Mutex<GateState>,
-    changed: Condvar,
-}
-
-#[derive(Debug, Default)]
-struct GateState {
-    closed: bool,
-    held: usize,
-}
-
-/// Opens the gate when dropped, so a failing test never leaves the worker stuck.
-#[must_use]
-struct Closed(Arc<Gate>);
-
-impl Drop for Closed {
-    fn drop(&mut self) {
-        self.0.lock().closed = false;
-        self.0.changed.notify_all();
-    }
-}
-
-impl Gate {
-    fn lock(&self) -> MutexGuard<'_, GateState> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn close(self: &Arc<Self>) -> Closed {
-        self.lock().closed = true;
-        Closed(Arc::clone(self))
-    }
-
-    fn pass(&self) {
-        let mut state = self.lock();
-        if state.closed {
-            state.held += 1;
-            self.changed.notify_all();
-            while state.closed {
-                state = self
-                    .changed
-                    .wait(state)
-                    .unwrap_or_else(PoisonError::into_inner);
-            }
-            state.held -= 1;
-        }
-    }
-
-    /// Waits until some thread is held at the closed gate.
-    fn wait_for_holder(&self) -> Result<(), String> {
-        let deadline = Instant::now() + PATIENCE;
-        let mut state = self.lock();
-        while !(state.closed && state.held > 0) {
-            let now = Instant::now();
-            if now >= deadline {
-                return Err("no thread reached the gate".into());
-            }
-            state = match self.changed.wait_timeout(state, deadline - now) {
-                Ok((guard, _)) => guard,
-                Err(poisoned) => poisoned.into_inner().0,
-            };
-        }
-        Ok(())
-    }
-}
-
-impl GatedClock {
-    fn new(unix_nanos: i64) -> GatedClock {
-        GatedClock {
-            time: ManualClock::new(unix_nanos),
-            gate: Arc::default(),
-        }
-    }
-}
-
-impl Clock for GatedClock {
-    fn now_unix_nanos(&self) -> i64 {
-        self.gate.pass();
-        self.time.now_unix_nanos()
-    }
-
-    fn monotonic(&self) -> Duration {
-        self.time.monotonic()
-    }
 }
 
 /// What one producer saw from `record`.
@@ -236,27 +120,20 @@ fn produce(collector: &Collector, thread: u64) -> Outcomes {
 
 /// Eight producers record 100 000 events each into a small queue while the worker is
 /// first held (so the overflow policy must act), then released.
-fn stress(overflow: Overflow) -> Result<(Stats, Outcomes), Box<dyn std::error::Error>> {
-    let clock = GatedClock::new(T0);
-    let mut config = Config::default();
-    config.queue.capacity = CAPACITY;
-    config.queue.overflow = overflow;
-    config.retention.max_events = MAX_EVENTS;
-    config.worker.tick_ms = 1;
-    let collector = Collector::builder()
-        .config(config)
-        .clock(clock.clone())
-        .key(key())
-        .build()?;
-    let closed = clock.gate.close();
-    clock.gate.wait_for_holder()?;
+fn stress(overflow: Overflow) -> common::Result<(Stats, Outcomes)> {
+    let (collector, clock) = common::gated_collector(KEY, |c| {
+        c.queue.capacity = CAPACITY;
+        c.queue.overflow = overflow;
+        c.retention.max_events = MAX_EVENTS;
+    })?;
+    let closed = clock.hold(PATIENCE)?;
     let producers: Vec<_> = (0..THREADS)
         .map(|t| {
             let collector = collector.clone();
             thread::spawn(move || produce(&collector, t))
         })
         .collect();
-    wait_until("the overflow policy to act", || {
+    common::wait_until("the overflow policy to act", PATIENCE, || {
         let s = collector.stats();
         match overflow {
             Overflow::Block => s.queue_depth == CAPACITY,
@@ -307,10 +184,7 @@ fn check_stress(overflow: Overflow) -> TestResult {
 
 #[test]
 fn smoke() -> TestResult {
-    let collector = Collector::builder()
-        .clock(ManualClock::new(T0))
-        .key(key())
-        .build()?;
+    let collector = common::build_collector(ManualClock::new(T0), Config::default(), KEY)?;
     collector.record(used("task-1", 1))?;
     assert!(matches!(
         collector.record(invalid()),
@@ -345,18 +219,11 @@ fn try_record_counts_a_full_queue_under_every_policy() -> TestResult {
         Overflow::Block,
         Overflow::BlockFor(Duration::from_secs(30)),
     ] {
-        let clock = GatedClock::new(T0);
-        let mut config = Config::default();
-        config.queue.capacity = 4;
-        config.queue.overflow = overflow;
-        config.worker.tick_ms = 1;
-        let collector = Collector::builder()
-            .config(config)
-            .clock(clock.clone())
-            .key(key())
-            .build()?;
-        let closed = clock.gate.close();
-        clock.gate.wait_for_holder()?;
+        let (collector, clock) = common::gated_collector(KEY, |c| {
+            c.queue.capacity = 4;
+            c.queue.overflow = overflow;
+        })?;
+        let closed = clock.hold(PATIENCE)?;
         for i in 0..4 {
             collector.try_record(used("task", i))?;
         }
@@ -455,10 +322,7 @@ impl Model {
 }
 
 fn run_ops(ops: &[Op]) -> TestResult {
-    let collector = Collector::builder()
-        .clock(ManualClock::new(T0))
-        .key(key())
-        .build()?;
+    let collector = common::build_collector(ManualClock::new(T0), Config::default(), KEY)?;
     let mut model = Model {
         max_events: collector.config().retention.max_events,
         ..Model::default()

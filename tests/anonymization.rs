@@ -2,25 +2,23 @@
 //! is redacted, and nothing raw reaches an export; the key's origin is reported and the
 //! key itself is never printed.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::process::Command;
-use std::time::Duration;
 
 use arbiter_events::{
     AgentRegistered, AgentStatus, AgentStatusChanged, Alternative, AnonymizationKey,
     AnonymizationMode, Attributes, Baseline, BuildError, Collector, Complexity, Config,
-    ConstitutionalValidation, Cursor, Custom, EvaluationOutcome, Event, EventKind, Export,
-    ExportRequest, FreeText, IdKind, JudgmentRecorded, KEY_ENV, KeyError, KeyHex, KeyOrigin,
-    ManualClock, MinimalityEvaluated, OutcomeStatus, REDACTED, Record, RlTrainingMetrics,
-    RoutingDecision, RoutingStrategy, Severity, TaskAbandoned, TaskCompleted, TaskOutcome,
-    TaskStarted, ThinkingBudgetAllocated, ThinkingBudgetUsed, Value, Violation,
+    ConstitutionalValidation, Custom, EvaluationOutcome, Event, EventKind, Export, FreeText,
+    IdKind, JudgmentRecorded, KEY_ENV, KeyError, KeyHex, KeyOrigin, ManualClock,
+    MinimalityEvaluated, OutcomeStatus, REDACTED, RlTrainingMetrics, RoutingDecision,
+    RoutingStrategy, Severity, TaskAbandoned, TaskCompleted, TaskOutcome, TaskStarted,
+    ThinkingBudgetAllocated, ThinkingBudgetUsed, Value, Violation,
 };
 
-type TestResult = Result<(), Box<dyn std::error::Error>>;
-type BoxResult<T> = Result<T, Box<dyn std::error::Error>>;
+use common::{T0, TestResult, flushed_export, records};
 
-const T0: i64 = 1_700_000_000_000_000_000;
-const PATIENCE: Duration = Duration::from_secs(10);
 const KEY_A: [u8; 32] = [0xA5; 32];
 const KEY_B: [u8; 32] = [0x5A; 32];
 
@@ -83,12 +81,8 @@ fn config(edit: impl FnOnce(&mut Config)) -> Config {
     config
 }
 
-fn build(config: Config, key: [u8; 32]) -> BoxResult<Collector> {
-    Ok(Collector::builder()
-        .config(config)
-        .clock(ManualClock::new(T0))
-        .key(AnonymizationKey::from_bytes(key))
-        .build()?)
+fn build(config: Config, key: [u8; 32]) -> common::Result<Collector> {
+    common::build_collector(ManualClock::new(T0), config, key)
 }
 
 fn outcome() -> TaskOutcome {
@@ -261,15 +255,14 @@ fn every_kind() -> Vec<Event> {
 
 /// Records one event of every kind, and an execution through `start_task` (returning
 /// its raw execution id), then exports everything.
-fn record_every_kind(collector: &Collector) -> BoxResult<(Export, String)> {
+fn record_every_kind(collector: &Collector) -> common::Result<(Export, String)> {
     for event in every_kind() {
         collector.record(event)?;
     }
     let run = collector.start_task("TASK-run-Rx", "AGENT-run-Rx", context())?;
     let execution_id = run.execution_id().to_owned();
     run.complete(outcome())?;
-    collector.flush(PATIENCE)?;
-    let export = collector.export(&ExportRequest::after(Cursor::START))?;
+    let export = flushed_export(collector)?;
     Ok((export, execution_id))
 }
 
@@ -277,10 +270,6 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
     haystack
         .windows(needle.len())
         .any(|w| w == needle.as_bytes())
-}
-
-fn records(export: &Export) -> BoxResult<Vec<Record>> {
-    Ok(export.records().collect::<Result<Vec<_>, _>>()?)
 }
 
 /// Whether `s` is `prefix` then 32 lowercase hex digits (128 bits).
@@ -518,8 +507,7 @@ fn pseudonyms_are_stable_per_key_and_differ_across_keys() -> TestResult {
         for event in every_kind() {
             c.record(event)?;
         }
-        c.flush(PATIENCE)?;
-        Ok::<_, Box<dyn std::error::Error>>(c.export(&ExportRequest::after(Cursor::START))?)
+        flushed_export(c)
     });
     let [a, b, c] = exports;
     let (a, b, c) = (records(&a?)?, records(&b?)?, records(&c?)?);
@@ -556,8 +544,7 @@ fn the_same_string_as_agent_and_task_is_unlinkable() -> TestResult {
     }))?;
     let run = collector.start_task("shared-name", "shared-name", Attributes::new())?;
     run.complete(outcome())?;
-    collector.flush(PATIENCE)?;
-    let export = collector.export(&ExportRequest::after(Cursor::START))?;
+    let export = flushed_export(&collector)?;
     let got = records(&export)?;
     let Event::RoutingDecision(d) = &got[0].event else {
         panic!("expected routing_decision, got {:?}", got[0]);
@@ -635,14 +622,13 @@ fn run_child(case: &str, key: Option<&str>) -> TestResult {
     Ok(())
 }
 
-fn pseudonym_of_one_record(collector: &Collector) -> BoxResult<String> {
+fn pseudonym_of_one_record(collector: &Collector) -> common::Result<String> {
     collector.record(Event::ThinkingBudgetUsed(ThinkingBudgetUsed {
         task_id: "task-1".into(),
         tokens_used: 1,
         tokens_allocated: 2,
     }))?;
-    collector.flush(PATIENCE)?;
-    let export = collector.export(&ExportRequest::after(Cursor::START))?;
+    let export = flushed_export(collector)?;
     match records(&export)?.first().map(|r| &r.event) {
         Some(Event::ThinkingBudgetUsed(e)) => Ok(e.task_id.clone()),
         other => Err(format!("unexpected record {other:?}").into()),
@@ -795,8 +781,7 @@ fn pseudonyms_do_not_depend_on_the_memo() -> TestResult {
                 tokens_allocated: 0,
             }))?;
         }
-        collector.flush(PATIENCE)?;
-        let export = collector.export(&ExportRequest::after(Cursor::START))?;
+        let export = flushed_export(&collector)?;
         let got = records(&export)?;
         assert_eq!(got.len(), ids.len());
         for (record, id) in got.iter().zip(&ids) {

@@ -2,42 +2,25 @@
 //! previous `next_cursor`, deliver every record once and in order, and report an explicit
 //! gap for exactly the records that were removed before the consumer pulled them.
 
+mod common;
+
 use std::collections::VecDeque;
 use std::time::Duration;
 
 use arbiter_events::{
-    AnonymizationKey, Collector, Complexity, Config, Cursor, Event, EventKind, Export, ExportError,
-    ExportRequest, Gap, GapReason, ManualClock, Record, ThinkingBudgetAllocated,
-    ThinkingBudgetUsed,
+    Collector, Complexity, Cursor, Event, EventKind, ExportError, ExportRequest, Gap, GapReason,
+    ManualClock, Record, ThinkingBudgetAllocated,
 };
 use proptest::prelude::*;
-use time::OffsetDateTime;
 
-type TestResult = Result<(), Box<dyn std::error::Error>>;
-type BoxResult<T> = Result<T, Box<dyn std::error::Error>>;
+use common::{PATIENCE, T0, TestResult, at, gap, record_all, records, seqs, used};
 
-const T0: i64 = 1_700_000_000_000_000_000;
 const SECOND: i64 = 1_000_000_000;
 const MAX_AGE_SECS: u64 = 10;
-const PATIENCE: Duration = Duration::from_secs(10);
 
-fn build(clock: &ManualClock) -> BoxResult<Collector> {
-    let mut config = Config::default();
-    config.retention.max_age_secs = MAX_AGE_SECS;
-    Ok(Collector::builder()
-        .config(config)
-        .clock(clock.clone())
-        .key(AnonymizationKey::from_bytes([5; 32]))
-        .build()?)
-}
-
-/// A record whose `tokens_used` carries `marker`, so a test can tell records apart.
-fn used(marker: u64) -> Event {
-    Event::ThinkingBudgetUsed(ThinkingBudgetUsed {
-        task_id: "task".into(),
-        tokens_used: marker,
-        tokens_allocated: marker,
-    })
+fn build(clock: &ManualClock) -> common::Result<Collector> {
+    let config = common::config_with(|c| c.retention.max_age_secs = MAX_AGE_SECS);
+    common::build_collector(clock.clone(), config, [5; 32])
 }
 
 fn allocated(marker: u64) -> Event {
@@ -55,37 +38,6 @@ fn marker(record: &Record) -> Option<u64> {
         Event::ThinkingBudgetAllocated(e) => Some(e.allocated_tokens),
         _ => None,
     }
-}
-
-/// Records `used(m)` for each marker and waits until they are stored.
-fn record_all(collector: &Collector, markers: impl IntoIterator<Item = u64>) -> TestResult {
-    for m in markers {
-        collector.record(used(m))?;
-    }
-    collector.flush(PATIENCE)?;
-    Ok(())
-}
-
-fn records(export: &Export) -> BoxResult<Vec<Record>> {
-    Ok(export.records().collect::<Result<Vec<_>, _>>()?)
-}
-
-fn seqs(export: &Export) -> BoxResult<Vec<u64>> {
-    Ok(records(export)?.iter().map(|r| r.seq).collect())
-}
-
-fn at(nanos: i64) -> BoxResult<OffsetDateTime> {
-    Ok(OffsetDateTime::from_unix_timestamp_nanos(i128::from(
-        nanos,
-    ))?)
-}
-
-fn gap(from_seq: u64, to_seq: u64, reason: GapReason) -> Option<Gap> {
-    Some(Gap {
-        from_seq,
-        to_seq,
-        reason,
-    })
 }
 
 #[test]
@@ -198,7 +150,7 @@ fn kinds_filter_consumes_the_records_it_passes_over() -> TestResult {
 }
 
 /// Records 1-3 at `T0`, 4-6 at `T0 + 1 s`, 7-9 at `T0 + 2 s`.
-fn three_seconds(clock: &ManualClock) -> BoxResult<Collector> {
+fn three_seconds(clock: &ManualClock) -> common::Result<Collector> {
     let collector = build(clock)?;
     for second in 0..3 {
         record_all(&collector, second * 3 + 1..=second * 3 + 3)?;

@@ -2,32 +2,26 @@
 //! a duration from the collector's clock, and dropping an open execution records an
 //! abandonment; the task tallies follow, over the lifetime and over what is retained.
 
+mod common;
+
 use std::collections::HashSet;
 use std::time::Duration;
 
 use arbiter_events::{
-    AnonymizationKey, Attributes, Collector, CompleteError, Config, Cursor, Event, EventKind,
-    Export, ExportRequest, IdKind, ManualClock, OutcomeStatus, Record, RecordError, Rule,
-    TaskOutcome, TaskWindow,
+    AnonymizationKey, Attributes, Collector, CompleteError, Config, Event, EventKind, IdKind,
+    ManualClock, OutcomeStatus, RecordError, Rule, TaskOutcome, TaskWindow,
 };
 
-type TestResult = Result<(), Box<dyn std::error::Error>>;
-type BoxResult<T> = Result<T, Box<dyn std::error::Error>>;
+use common::{PATIENCE, T0, TestResult, flushed_export, records};
 
-const T0: i64 = 1_700_000_000_000_000_000;
-const PATIENCE: Duration = Duration::from_secs(10);
 const KEY: [u8; 32] = [6; 32];
 
-fn build(clock: &ManualClock) -> BoxResult<Collector> {
+fn build(clock: &ManualClock) -> common::Result<Collector> {
     build_with(clock, Config::default())
 }
 
-fn build_with(clock: &ManualClock, config: Config) -> BoxResult<Collector> {
-    Ok(Collector::builder()
-        .config(config)
-        .clock(clock.clone())
-        .key(AnonymizationKey::from_bytes(KEY))
-        .build()?)
+fn build_with(clock: &ManualClock, config: Config) -> common::Result<Collector> {
+    common::build_collector(clock.clone(), config, KEY)
 }
 
 fn outcome(status: OutcomeStatus) -> TaskOutcome {
@@ -37,15 +31,6 @@ fn outcome(status: OutcomeStatus) -> TaskOutcome {
         efficiency_score: 0.5,
         tokens_consumed: 321,
     }
-}
-
-fn export_all(collector: &Collector) -> BoxResult<Export> {
-    collector.flush(PATIENCE)?;
-    Ok(collector.export(&ExportRequest::after(Cursor::START))?)
-}
-
-fn records(export: &Export) -> BoxResult<Vec<Record>> {
-    Ok(export.records().collect::<Result<Vec<_>, _>>()?)
 }
 
 fn pseudonym(kind: IdKind, id: &str) -> String {
@@ -78,7 +63,7 @@ fn smoke() -> TestResult {
     let collector = build(&clock)?;
     let execution = collector.start_task("task-1", "agent-a", Attributes::new())?;
     execution.complete(outcome(OutcomeStatus::Succeeded))?;
-    let kinds: Vec<EventKind> = records(&export_all(&collector)?)?
+    let kinds: Vec<EventKind> = records(&flushed_export(&collector)?)?
         .iter()
         .map(|r| r.event.kind())
         .collect();
@@ -102,7 +87,7 @@ fn complete_records_the_outcome_and_the_clock_duration() -> TestResult {
     assert_eq!(execution.elapsed(), Duration::from_millis(250));
     execution.complete(outcome(OutcomeStatus::Failed))?;
 
-    let got = records(&export_all(&collector)?)?;
+    let got = records(&flushed_export(&collector)?)?;
     assert_eq!(got.len(), 2);
     let Event::TaskStarted(started) = &got[0].event else {
         panic!("expected task_started, got {:?}", got[0]);
@@ -138,7 +123,7 @@ fn dropping_an_open_execution_records_an_abandonment() -> TestResult {
     clock.advance(Duration::from_millis(15));
     explicit.abandon()?;
 
-    let got = records(&export_all(&collector)?)?;
+    let got = records(&flushed_export(&collector)?)?;
     let kinds: Vec<EventKind> = got.iter().map(|r| r.event.kind()).collect();
     assert_eq!(
         kinds,
@@ -196,7 +181,7 @@ fn an_invalid_outcome_hands_the_execution_back() -> TestResult {
     clock.advance(Duration::from_millis(20));
     execution.complete(outcome(OutcomeStatus::Succeeded))?;
 
-    let got = records(&export_all(&collector)?)?;
+    let got = records(&flushed_export(&collector)?)?;
     let kinds: Vec<EventKind> = got.iter().map(|r| r.event.kind()).collect();
     assert_eq!(kinds, [EventKind::TaskStarted, EventKind::TaskCompleted]);
     let Event::TaskCompleted(completed) = &got[1].event else {
@@ -227,7 +212,7 @@ fn an_execution_handed_back_and_dropped_is_abandoned() -> TestResult {
         panic!("an invalid outcome was accepted");
     };
     drop(execution);
-    let kinds: Vec<EventKind> = records(&export_all(&collector)?)?
+    let kinds: Vec<EventKind> = records(&flushed_export(&collector)?)?
         .iter()
         .map(|r| r.event.kind())
         .collect();
@@ -279,7 +264,7 @@ fn execution_ids_are_unique_across_executions_and_collectors() -> TestResult {
     // Both collectors share a key, so equal raw ids would show as equal pseudonyms.
     let mut pseudonyms = HashSet::new();
     for collector in &collectors {
-        for record in records(&export_all(collector)?)? {
+        for record in records(&flushed_export(collector)?)? {
             if let Event::TaskStarted(e) = record.event {
                 assert!(e.execution_id.starts_with("exe_"));
                 assert!(pseudonyms.insert(e.execution_id));
@@ -377,7 +362,7 @@ fn the_mean_duration_agrees_with_the_recorded_durations() -> TestResult {
         clock.advance(*d);
         execution.complete(outcome(OutcomeStatus::Succeeded))?;
     }
-    let recorded: Vec<f64> = records(&export_all(&collector)?)?
+    let recorded: Vec<f64> = records(&flushed_export(&collector)?)?
         .iter()
         .filter_map(|r| match &r.event {
             Event::TaskCompleted(e) => Some(e.duration_ms),

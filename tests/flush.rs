@@ -2,142 +2,32 @@
 //! visible to `stats` and `export`; it fails with a typed error after shutdown or when
 //! the worker cannot catch up in time.
 
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+mod common;
+
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arbiter_events::{
-    AnonymizationKey, AnonymizationMode, Clock, Collector, Config, Cursor, Event, EventKind,
-    ExportRequest, FlushError, ManualClock, Overflow, ThinkingBudgetUsed,
+    AnonymizationMode, Collector, Config, Cursor, Event, EventKind, ExportRequest, FlushError,
+    ManualClock, Overflow,
 };
 
-type TestResult = Result<(), Box<dyn std::error::Error>>;
+use common::{GatedClock, PATIENCE, T0, TestResult, used, used_by};
 
-const T0: i64 = 1_700_000_000_000_000_000;
-const PATIENCE: Duration = Duration::from_secs(10);
+const KEY: [u8; 32] = [1; 32];
 
-fn used(task: &str, n: u64) -> Event {
-    Event::ThinkingBudgetUsed(ThinkingBudgetUsed {
-        task_id: task.into(),
-        tokens_used: n,
-        tokens_allocated: n,
+/// A collector whose worker can be held, with a queue of `capacity` under `overflow`.
+fn gated(capacity: usize, overflow: Overflow) -> common::Result<(Collector, GatedClock)> {
+    common::gated_collector(KEY, |c| {
+        c.queue.capacity = capacity;
+        c.queue.overflow = overflow;
     })
-}
-
-/// A clock the test can stop: while its gate is closed every wall-clock reading blocks,
-/// which holds the ingest worker at its next commit.
-#[derive(Debug, Clone)]
-struct GatedClock {
-    time: ManualClock,
-    gate: Arc<Gate>,
-}
-
-#[derive(Debug, Default)]
-struct Gate {
-    state: Mutex<GateState>,
-    changed: Condvar,
-}
-
-#[derive(Debug, Default)]
-struct GateState {
-    closed: bool,
-    held: usize,
-}
-
-/// Opens the gate when dropped, so a failing test never leaves the worker stuck.
-#[must_use]
-struct Closed(Arc<Gate>);
-
-impl Drop for Closed {
-    fn drop(&mut self) {
-        self.0.lock().closed = false;
-        self.0.changed.notify_all();
-    }
-}
-
-impl Gate {
-    fn lock(&self) -> MutexGuard<'_, GateState> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn close(self: &Arc<Self>) -> Closed {
-        self.lock().closed = true;
-        Closed(Arc::clone(self))
-    }
-
-    fn pass(&self) {
-        let mut state = self.lock();
-        if state.closed {
-            state.held += 1;
-            self.changed.notify_all();
-            while state.closed {
-                state = self
-                    .changed
-                    .wait(state)
-                    .unwrap_or_else(PoisonError::into_inner);
-            }
-            state.held -= 1;
-        }
-    }
-
-    /// Waits until some thread is held at the closed gate.
-    fn wait_for_holder(&self) -> Result<(), String> {
-        let deadline = Instant::now() + PATIENCE;
-        let mut state = self.lock();
-        while !(state.closed && state.held > 0) {
-            let now = Instant::now();
-            if now >= deadline {
-                return Err("no thread reached the gate".into());
-            }
-            state = match self.changed.wait_timeout(state, deadline - now) {
-                Ok((guard, _)) => guard,
-                Err(poisoned) => poisoned.into_inner().0,
-            };
-        }
-        Ok(())
-    }
-}
-
-impl Clock for GatedClock {
-    fn now_unix_nanos(&self) -> i64 {
-        self.gate.pass();
-        self.time.now_unix_nanos()
-    }
-
-    fn monotonic(&self) -> Duration {
-        self.time.monotonic()
-    }
-}
-
-/// A collector whose worker can be held; its worker wakes every millisecond, so a
-/// closed gate catches it at once.
-fn gated(
-    capacity: usize,
-    overflow: Overflow,
-) -> Result<(Collector, GatedClock), Box<dyn std::error::Error>> {
-    let clock = GatedClock {
-        time: ManualClock::new(T0),
-        gate: Arc::default(),
-    };
-    let mut config = Config::default();
-    config.queue.capacity = capacity;
-    config.queue.overflow = overflow;
-    config.worker.tick_ms = 1;
-    let collector = Collector::builder()
-        .config(config)
-        .clock(clock.clone())
-        .key(AnonymizationKey::from_bytes([1; 32]))
-        .build()?;
-    Ok((collector, clock))
 }
 
 #[test]
 fn smoke() -> TestResult {
-    let collector = Collector::builder()
-        .clock(ManualClock::new(T0))
-        .key(AnonymizationKey::from_bytes([1; 32]))
-        .build()?;
-    collector.record(used("task", 1))?;
+    let collector = common::build_collector(ManualClock::new(T0), Config::default(), KEY)?;
+    collector.record(used(1))?;
     collector.flush(PATIENCE)?;
     assert_eq!(collector.stats().stored, 1);
     assert_eq!(
@@ -169,7 +59,7 @@ fn flush_is_a_barrier_for_each_recording_thread() -> TestResult {
                 for round in 0..4 {
                     for i in 0..PER_THREAD / 4 {
                         collector
-                            .record(used(&task, round * 1000 + i))
+                            .record(used_by(&task, round * 1000 + i))
                             .map_err(|e| e.to_string())?;
                     }
                     collector.flush(PATIENCE).map_err(|e| e.to_string())?;
@@ -209,10 +99,7 @@ fn flush_is_a_barrier_for_each_recording_thread() -> TestResult {
 
 #[test]
 fn flush_after_shutdown_is_refused() -> TestResult {
-    let collector = Collector::builder()
-        .clock(ManualClock::new(T0))
-        .key(AnonymizationKey::from_bytes([1; 32]))
-        .build()?;
+    let collector = common::build_collector(ManualClock::new(T0), Config::default(), KEY)?;
     let clone = collector.clone();
     collector.shutdown(PATIENCE)?;
     assert!(matches!(
@@ -226,9 +113,8 @@ fn flush_after_shutdown_is_refused() -> TestResult {
 #[test]
 fn flush_times_out_while_the_worker_is_held() -> TestResult {
     let (collector, clock) = gated(16, Overflow::Block)?;
-    let closed = clock.gate.close();
-    clock.gate.wait_for_holder()?;
-    collector.record(used("task", 1))?;
+    let closed = clock.hold(PATIENCE)?;
+    collector.record(used(1))?;
     let timeout = Duration::from_millis(20);
     assert!(matches!(
         collector.flush(timeout),
@@ -245,11 +131,10 @@ fn flush_times_out_while_the_worker_is_held() -> TestResult {
 fn flush_times_out_on_a_saturated_block_queue() -> TestResult {
     const CAPACITY: usize = 8;
     let (collector, clock) = gated(CAPACITY, Overflow::Block)?;
-    let closed = clock.gate.close();
-    clock.gate.wait_for_holder()?;
+    let closed = clock.hold(PATIENCE)?;
     // `try_record` never blocks, whatever the policy: fill the queue to the brim.
     let mut accepted = 0;
-    while collector.try_record(used("task", accepted)).is_ok() {
+    while collector.try_record(used(accepted)).is_ok() {
         accepted += 1;
     }
     assert_eq!(accepted, CAPACITY as u64);
@@ -271,15 +156,14 @@ fn flush_times_out_on_a_saturated_block_queue() -> TestResult {
 #[test]
 fn a_flush_that_timed_out_still_completes_later_events() -> TestResult {
     let (collector, clock) = gated(16, Overflow::DropNewest)?;
-    let closed = clock.gate.close();
-    clock.gate.wait_for_holder()?;
+    let closed = clock.hold(PATIENCE)?;
     for i in 0..5 {
-        collector.record(used("task", i))?;
+        collector.record(used(i))?;
     }
     assert!(collector.flush(Duration::from_millis(10)).is_err());
     drop(closed);
     for i in 5..10 {
-        collector.record(used("task", i))?;
+        collector.record(used(i))?;
     }
     collector.flush(PATIENCE)?;
     let export = collector.export(&ExportRequest::after(Cursor::START))?;

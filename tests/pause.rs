@@ -1,33 +1,17 @@
 //! Pausing and disabling: refused events are counted under `dropped.paused` or
 //! `dropped.disabled`, never stored, and the state shows in `stats` and `is_active`.
 
-use std::time::Duration;
+mod common;
 
 use arbiter_events::{
-    AnonymizationKey, Attributes, Collector, CompleteError, Complexity, Cursor, Event,
-    ExportRequest, ManualClock, OutcomeStatus, RecordError, State, Stats, TaskOutcome,
-    ThinkingBudgetAllocated, ThinkingBudgetUsed,
+    Attributes, Collector, CompleteError, Complexity, Config, Event, ManualClock, OutcomeStatus,
+    RecordError, State, TaskOutcome, ThinkingBudgetAllocated,
 };
 
-type TestResult = Result<(), Box<dyn std::error::Error>>;
-type BoxResult<T> = Result<T, Box<dyn std::error::Error>>;
+use common::{PATIENCE, T0, TestResult, assert_drained, used};
 
-const T0: i64 = 1_700_000_000_000_000_000;
-const PATIENCE: Duration = Duration::from_secs(10);
-
-fn build() -> BoxResult<Collector> {
-    Ok(Collector::builder()
-        .clock(ManualClock::new(T0))
-        .key(AnonymizationKey::from_bytes([4; 32]))
-        .build()?)
-}
-
-fn used(n: u64) -> Event {
-    Event::ThinkingBudgetUsed(ThinkingBudgetUsed {
-        task_id: "task".into(),
-        tokens_used: n,
-        tokens_allocated: n,
-    })
+fn build() -> common::Result<Collector> {
+    common::build_collector(ManualClock::new(T0), Config::default(), [4; 32])
 }
 
 fn invalid() -> Event {
@@ -49,9 +33,8 @@ fn outcome() -> TaskOutcome {
 }
 
 /// The markers of the stored records, in seq order.
-fn stored_markers(collector: &Collector) -> BoxResult<Vec<u64>> {
-    collector.flush(PATIENCE)?;
-    let export = collector.export(&ExportRequest::after(Cursor::START))?;
+fn stored_markers(collector: &Collector) -> common::Result<Vec<u64>> {
+    let export = common::flushed_export(collector)?;
     let mut markers = Vec::new();
     for record in export.records() {
         if let Event::ThinkingBudgetUsed(e) = record?.event {
@@ -59,15 +42,6 @@ fn stored_markers(collector: &Collector) -> BoxResult<Vec<u64>> {
         }
     }
     Ok(markers)
-}
-
-fn assert_settled(s: &Stats) {
-    assert_eq!(s.in_flight, 0, "{s:#?}");
-    assert_eq!(
-        s.submitted,
-        s.stored + s.dropped.total() + s.rejected,
-        "{s:#?}"
-    );
 }
 
 #[test]
@@ -112,7 +86,7 @@ fn paused_events_are_counted_and_not_stored() -> TestResult {
     }
     assert_eq!(stored_markers(&collector)?, [0, 1, 2, 3, 4, 13, 14, 15]);
     let s = collector.stats();
-    assert_settled(&s);
+    assert_drained(&s);
     assert_eq!(s.submitted, 16);
     assert_eq!(s.stored, 8);
     assert_eq!(s.dropped.paused, 8);
@@ -129,7 +103,7 @@ fn an_invalid_event_while_paused_is_counted_once() -> TestResult {
     let s = collector.stats();
     assert_eq!(s.submitted, 1);
     assert_eq!(s.dropped.paused + s.rejected, 1);
-    assert_settled(&s);
+    assert_drained(&s);
     Ok(())
 }
 
@@ -155,7 +129,7 @@ fn disabled_events_are_counted_and_not_stored() -> TestResult {
     collector.record(used(6))?;
     assert_eq!(stored_markers(&collector)?, [1, 6]);
     let s = collector.stats();
-    assert_settled(&s);
+    assert_drained(&s);
     assert_eq!(s.dropped.disabled, 5);
     assert_eq!(s.dropped.paused, 0);
     assert_eq!((s.submitted, s.stored), (7, 2));
@@ -245,7 +219,7 @@ fn executions_across_a_pause() -> TestResult {
     collector.resume();
     collector.flush(PATIENCE)?;
     let s = collector.stats();
-    assert_settled(&s);
+    assert_drained(&s);
     assert_eq!(s.submitted, 5);
     assert_eq!(s.stored, 2);
     assert_eq!(s.dropped.paused, 3);

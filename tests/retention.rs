@@ -2,41 +2,31 @@
 //! `max_bytes` are pruned oldest first, the rest keep their order, and reads never
 //! return an expired record.
 
+mod common;
+
 use std::thread;
 use std::time::{Duration, Instant};
 
 use arbiter_events::{
-    AnonymizationKey, Attributes, Collector, Config, Cursor, Custom, Event, Export, ExportHeader,
-    ExportRequest, Gap, GapReason, ManualClock, Record, Stats, ThinkingBudgetUsed,
+    Attributes, Collector, Config, Cursor, Custom, Event, ExportRequest, GapReason, ManualClock,
+    Record, Stats,
 };
 
-type TestResult = Result<(), Box<dyn std::error::Error>>;
-type BoxResult<T> = Result<T, Box<dyn std::error::Error>>;
+use common::{
+    PATIENCE, T0, TestResult, export_all, gap, record_all, record_bytes, records, seqs, used,
+};
 
-const T0: i64 = 1_700_000_000_000_000_000;
 const MAX_AGE_SECS: u64 = 10;
-const PATIENCE: Duration = Duration::from_secs(10);
 
 /// A collector on `clock` whose worker only wakes on its own after a minute, so any
 /// pruning a test sees comes from the call it makes.
-fn build(clock: &ManualClock, edit: impl FnOnce(&mut Config)) -> BoxResult<Collector> {
-    let mut config = Config::default();
-    config.retention.max_age_secs = MAX_AGE_SECS;
-    config.worker.tick_ms = 60_000;
-    edit(&mut config);
-    Ok(Collector::builder()
-        .config(config)
-        .clock(clock.clone())
-        .key(AnonymizationKey::from_bytes([9; 32]))
-        .build()?)
-}
-
-fn used(marker: u64) -> Event {
-    Event::ThinkingBudgetUsed(ThinkingBudgetUsed {
-        task_id: "task".into(),
-        tokens_used: marker,
-        tokens_allocated: marker,
-    })
+fn build(clock: &ManualClock, edit: impl FnOnce(&mut Config)) -> common::Result<Collector> {
+    let config = common::config_with(|c| {
+        c.retention.max_age_secs = MAX_AGE_SECS;
+        c.worker.tick_ms = 60_000;
+        edit(c);
+    });
+    common::build_collector(clock.clone(), config, [9; 32])
 }
 
 /// A custom event with a payload of `len` bytes.
@@ -53,46 +43,6 @@ fn marker(record: &Record) -> Option<u64> {
         Event::Custom(e) => e.name.strip_prefix("blob-")?.parse().ok(),
         _ => None,
     }
-}
-
-fn record_all(collector: &Collector, markers: impl IntoIterator<Item = u64>) -> TestResult {
-    for m in markers {
-        collector.record(used(m))?;
-    }
-    collector.flush(PATIENCE)?;
-    Ok(())
-}
-
-fn export_all(collector: &Collector) -> BoxResult<Export> {
-    Ok(collector.export(&ExportRequest::after(Cursor::START))?)
-}
-
-fn records(export: &Export) -> BoxResult<Vec<Record>> {
-    Ok(export.records().collect::<Result<Vec<_>, _>>()?)
-}
-
-fn seqs(export: &Export) -> BoxResult<Vec<u64>> {
-    Ok(records(export)?.iter().map(|r| r.seq).collect())
-}
-
-/// The encoded size of the records in `export`: the whole file minus header and trailer.
-fn record_bytes(export: &Export) -> BoxResult<u64> {
-    let bytes = export.to_msgpack();
-    let mut input = std::io::Cursor::new(bytes.as_slice());
-    let _: ExportHeader = rmp_serde::from_read(&mut input)?;
-    let start = input.position();
-    for _ in 0..export.len() {
-        let _: serde::de::IgnoredAny = rmp_serde::from_read(&mut input)?;
-    }
-    Ok(input.position() - start)
-}
-
-fn gap(from_seq: u64, to_seq: u64, reason: GapReason) -> Option<Gap> {
-    Some(Gap {
-        from_seq,
-        to_seq,
-        reason,
-    })
 }
 
 /// The retained records are exactly `first..=last` of what was stored, in order, each

@@ -1,163 +1,30 @@
 //! Shutdown: stores what was queued, refuses and counts what comes later, reports
 //! both, and leaves every event accounted for.
 
+mod common;
+
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arbiter_events::{
-    AnonymizationKey, Attributes, Clock, Collector, Config, Cursor, Event, ExportRequest,
-    FlushError, ManualClock, Overflow, RecordError, ShutdownError, State, Stats,
-    ThinkingBudgetUsed,
+    Attributes, Collector, Config, Cursor, ExportRequest, FlushError, ManualClock, Overflow,
+    RecordError, ShutdownError, State,
 };
 
-type TestResult = Result<(), Box<dyn std::error::Error>>;
+use common::{GatedClock, PATIENCE, T0, TestResult, assert_settled, used};
 
-const T0: i64 = 1_700_000_000_000_000_000;
-const PATIENCE: Duration = Duration::from_secs(10);
+const KEY: [u8; 32] = [2; 32];
 
-fn used(n: u64) -> Event {
-    Event::ThinkingBudgetUsed(ThinkingBudgetUsed {
-        task_id: "task".into(),
-        tokens_used: n,
-        tokens_allocated: n,
-    })
-}
-
-fn key() -> AnonymizationKey {
-    AnonymizationKey::from_bytes([2; 32])
-}
-
-fn assert_settled(s: &Stats) {
-    assert_eq!(s.in_flight, 0, "{s:#?}");
-    assert_eq!(
-        s.submitted,
-        s.stored + s.dropped.total() + s.rejected,
-        "{s:#?}"
-    );
-    assert_eq!(s.stored, s.retained + s.pruned.total(), "{s:#?}");
-}
-
-/// Polls `done` until it holds or `PATIENCE` runs out.
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) -> Result<(), String> {
-    let deadline = Instant::now() + PATIENCE;
-    while !done() {
-        if Instant::now() >= deadline {
-            return Err(format!("gave up waiting for {what}"));
-        }
-        thread::sleep(Duration::from_millis(1));
-    }
-    Ok(())
-}
-
-/// A clock the test can stop: while its gate is closed every wall-clock reading blocks,
-/// which holds the ingest worker at its next commit.
-#[derive(Debug, Clone)]
-struct GatedClock {
-    time: ManualClock,
-    gate: Arc<Gate>,
-}
-
-#[derive(Debug, Default)]
-struct Gate {
-    state: Mutex<GateState>,
-    changed: Condvar,
-}
-
-#[derive(Debug, Default)]
-struct GateState {
-    closed: bool,
-    held: usize,
-}
-
-/// Opens the gate when dropped, so a failing test never leaves the worker stuck.
-#[must_use]
-struct Closed(Arc<Gate>);
-
-impl Drop for Closed {
-    fn drop(&mut self) {
-        self.0.lock().closed = false;
-        self.0.changed.notify_all();
-    }
-}
-
-impl Gate {
-    fn lock(&self) -> MutexGuard<'_, GateState> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn close(self: &Arc<Self>) -> Closed {
-        self.lock().closed = true;
-        Closed(Arc::clone(self))
-    }
-
-    fn pass(&self) {
-        let mut state = self.lock();
-        if state.closed {
-            state.held += 1;
-            self.changed.notify_all();
-            while state.closed {
-                state = self
-                    .changed
-                    .wait(state)
-                    .unwrap_or_else(PoisonError::into_inner);
-            }
-            state.held -= 1;
-        }
-    }
-
-    /// Waits until some thread is held at the closed gate.
-    fn wait_for_holder(&self) -> Result<(), String> {
-        let deadline = Instant::now() + PATIENCE;
-        let mut state = self.lock();
-        while !(state.closed && state.held > 0) {
-            let now = Instant::now();
-            if now >= deadline {
-                return Err("no thread reached the gate".into());
-            }
-            state = match self.changed.wait_timeout(state, deadline - now) {
-                Ok((guard, _)) => guard,
-                Err(poisoned) => poisoned.into_inner().0,
-            };
-        }
-        Ok(())
-    }
-}
-
-impl Clock for GatedClock {
-    fn now_unix_nanos(&self) -> i64 {
-        self.gate.pass();
-        self.time.now_unix_nanos()
-    }
-
-    fn monotonic(&self) -> Duration {
-        self.time.monotonic()
-    }
-}
-
-fn gated(capacity: usize) -> Result<(Collector, GatedClock), Box<dyn std::error::Error>> {
-    let clock = GatedClock {
-        time: ManualClock::new(T0),
-        gate: Arc::default(),
-    };
-    let mut config = Config::default();
-    config.queue.capacity = capacity;
-    config.worker.tick_ms = 1;
-    let collector = Collector::builder()
-        .config(config)
-        .clock(clock.clone())
-        .key(key())
-        .build()?;
-    Ok((collector, clock))
+/// A collector whose worker can be held, with a queue of `capacity`.
+fn gated(capacity: usize) -> common::Result<(Collector, GatedClock)> {
+    common::gated_collector(KEY, |c| c.queue.capacity = capacity)
 }
 
 #[test]
 fn smoke() -> TestResult {
-    let collector = Collector::builder()
-        .clock(ManualClock::new(T0))
-        .key(key())
-        .build()?;
+    let collector = common::build_collector(ManualClock::new(T0), Config::default(), KEY)?;
     collector.record(used(1))?;
     let report = collector.shutdown(PATIENCE)?;
     assert_eq!(report.stats.stored, 1);
@@ -170,8 +37,7 @@ fn smoke() -> TestResult {
 fn shutdown_stores_what_was_queued_and_counts_what_came_later() -> TestResult {
     const QUEUED: u64 = 10;
     let (collector, clock) = gated(64)?;
-    let closed = clock.gate.close();
-    clock.gate.wait_for_holder()?;
+    let closed = clock.hold(PATIENCE)?;
     for i in 0..QUEUED {
         collector.record(used(i))?;
     }
@@ -180,7 +46,7 @@ fn shutdown_stores_what_was_queued_and_counts_what_came_later() -> TestResult {
         let collector = collector.clone();
         thread::spawn(move || collector.shutdown(PATIENCE))
     };
-    wait_until("the collector to close", || {
+    common::wait_until("the collector to close", PATIENCE, || {
         collector.stats().state == State::ShutDown
     })?;
     assert!(!collector.is_active());
@@ -237,8 +103,7 @@ fn shutdown_stores_what_was_queued_and_counts_what_came_later() -> TestResult {
 fn a_shutdown_that_runs_out_of_time_says_what_is_unresolved() -> TestResult {
     const QUEUED: u64 = 5;
     let (collector, clock) = gated(64)?;
-    let closed = clock.gate.close();
-    clock.gate.wait_for_holder()?;
+    let closed = clock.hold(PATIENCE)?;
     for i in 0..QUEUED {
         collector.record(used(i))?;
     }
@@ -257,7 +122,7 @@ fn a_shutdown_that_runs_out_of_time_says_what_is_unresolved() -> TestResult {
     ));
     // Released late, the worker still stores what it was given.
     drop(closed);
-    wait_until("the queued events to be stored", || {
+    common::wait_until("the queued events to be stored", PATIENCE, || {
         collector.stats().stored == QUEUED
     })?;
     assert_settled(&collector.stats());
@@ -268,10 +133,7 @@ fn a_shutdown_that_runs_out_of_time_says_what_is_unresolved() -> TestResult {
 
 #[test]
 fn dropping_a_clone_does_not_shut_down() -> TestResult {
-    let collector = Collector::builder()
-        .clock(ManualClock::new(T0))
-        .key(key())
-        .build()?;
+    let collector = common::build_collector(ManualClock::new(T0), Config::default(), KEY)?;
     let clone = collector.clone();
     clone.record(used(1))?;
     drop(clone);
@@ -298,11 +160,7 @@ fn race(overflow: Overflow) -> TestResult {
     let mut config = Config::default();
     config.queue.capacity = 128;
     config.queue.overflow = overflow;
-    let collector = Collector::builder()
-        .config(config)
-        .clock(ManualClock::new(T0))
-        .key(key())
-        .build()?;
+    let collector = common::build_collector(ManualClock::new(T0), config, KEY)?;
     let started = Arc::new(AtomicBool::new(false));
     let producers: Vec<_> = (0..PRODUCERS)
         .map(|_| {
@@ -319,7 +177,7 @@ fn race(overflow: Overflow) -> TestResult {
             })
         })
         .collect();
-    wait_until("the producers to get going", || {
+    common::wait_until("the producers to get going", PATIENCE, || {
         started.load(Ordering::Relaxed) && collector.stats().stored >= 1_000
     })?;
     let report = collector.shutdown(PATIENCE)?;
@@ -370,11 +228,7 @@ fn shutdown_returns_once_nothing_is_left_to_resolve() -> TestResult {
     let mut config = Config::default();
     config.queue.capacity = 128;
     config.queue.overflow = Overflow::Block;
-    let collector = Collector::builder()
-        .config(config)
-        .clock(ManualClock::new(T0))
-        .key(key())
-        .build()?;
+    let collector = common::build_collector(ManualClock::new(T0), config, KEY)?;
     let stop = Arc::new(AtomicBool::new(false));
     let producers: Vec<_> = (0..PRODUCERS)
         .map(|_| {
@@ -389,7 +243,7 @@ fn shutdown_returns_once_nothing_is_left_to_resolve() -> TestResult {
             })
         })
         .collect();
-    wait_until("the producers to get going", || {
+    common::wait_until("the producers to get going", PATIENCE, || {
         collector.stats().stored >= 1_000
     })?;
     let (done_tx, done_rx) = std::sync::mpsc::channel();

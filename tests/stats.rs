@@ -1,38 +1,26 @@
 //! `stats`: per-kind counts over the lifetime and the retained records, the encoded size
 //! of what is retained, times from the collector's clock, and the key's fingerprint.
 
+mod common;
+
 use std::time::Duration;
 
 use arbiter_events::{
-    AnonymizationKey, AnonymizationMode, Attributes, Collector, Complexity, Config, Cursor, Custom,
-    Event, EventKind, Export, ExportHeader, ExportRequest, KeyOrigin, ManualClock, State,
-    ThinkingBudgetAllocated, ThinkingBudgetUsed,
+    AnonymizationKey, AnonymizationMode, Attributes, Collector, Complexity, Config, Custom, Event,
+    EventKind, Export, ExportTrailer, KeyOrigin, ManualClock, State, ThinkingBudgetAllocated,
 };
 use time::OffsetDateTime;
 
-type TestResult = Result<(), Box<dyn std::error::Error>>;
-type BoxResult<T> = Result<T, Box<dyn std::error::Error>>;
+use common::{PATIENCE, T0, TestResult, at, export_all};
 
-const T0: i64 = 1_700_000_000_000_000_000;
-const PATIENCE: Duration = Duration::from_secs(10);
 const KEY: [u8; 32] = [8; 32];
 
-fn build(clock: &ManualClock, edit: impl FnOnce(&mut Config)) -> BoxResult<Collector> {
-    let mut config = Config::default();
-    edit(&mut config);
-    Ok(Collector::builder()
-        .config(config)
-        .clock(clock.clone())
-        .key(AnonymizationKey::from_bytes(KEY))
-        .build()?)
+fn build(clock: &ManualClock, edit: impl FnOnce(&mut Config)) -> common::Result<Collector> {
+    common::build_collector(clock.clone(), common::config_with(edit), KEY)
 }
 
 fn used(n: u64) -> Event {
-    Event::ThinkingBudgetUsed(ThinkingBudgetUsed {
-        task_id: format!("task-{n}"),
-        tokens_used: n,
-        tokens_allocated: n,
-    })
+    common::used_by(format!("task-{n}"), n)
 }
 
 fn allocated(n: u64) -> Event {
@@ -51,31 +39,16 @@ fn custom(n: u64, len: usize) -> Event {
     })
 }
 
-fn at(nanos: i64) -> BoxResult<OffsetDateTime> {
-    Ok(OffsetDateTime::from_unix_timestamp_nanos(i128::from(
-        nanos,
-    ))?)
-}
-
-fn export_all(collector: &Collector) -> BoxResult<Export> {
-    Ok(collector.export(&ExportRequest::after(Cursor::START))?)
-}
-
-/// The encoded size of the records in `export`: the whole file minus header and trailer.
-fn record_bytes(export: &Export) -> BoxResult<u64> {
-    let bytes = export.to_msgpack();
-    let mut input = std::io::Cursor::new(bytes.as_slice());
-    let _: ExportHeader = rmp_serde::from_read(&mut input)?;
-    let start = input.position();
-    for _ in 0..export.len() {
-        let _: serde::de::IgnoredAny = rmp_serde::from_read(&mut input)?;
-    }
-    let end = input.position();
-    let trailer: arbiter_events::ExportTrailer = rmp_serde::from_read(&mut input)?;
-    if trailer.count != export.len() || input.position() != bytes.len() as u64 {
+/// The encoded size of the records in `export`: the whole file minus header and trailer,
+/// which must end it.
+fn record_bytes(export: &Export) -> common::Result<u64> {
+    let (size, rest) = common::record_size_and_rest(export)?;
+    let mut input = std::io::Cursor::new(rest.as_slice());
+    let trailer: ExportTrailer = rmp_serde::from_read(&mut input)?;
+    if trailer.count != export.len() || input.position() != rest.len() as u64 {
         return Err("the export does not end with its trailer".into());
     }
-    Ok(end - start)
+    Ok(size)
 }
 
 #[test]

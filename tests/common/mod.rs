@@ -1,23 +1,31 @@
-//! The one way tests read `fixtures/` and `schemas/`: paths, JSON lines, markers, the
-//! golden collector, MessagePack values and JSON Schemas.
+//! What the integration tests share: the one way they read `fixtures/` and `schemas/`
+//! (paths, JSON lines, markers, the golden collector, MessagePack values and JSON
+//! Schemas), and the collectors, events, exports, waits and the gated clock the
+//! behaviour tests build on.
 //!
 //! Every test file pulls in the whole module, so some helpers are unused in some files.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread;
+use std::time::{Duration, Instant};
 
 use arbiter_events::{
-    AnonymizationKey, AnonymizationMode, Collector, Config, Cursor, Event, Export, ExportRequest,
-    FreeText, ManualClock, Rule,
+    AnonymizationKey, AnonymizationMode, Clock, Collector, Config, Cursor, Event, Export,
+    ExportHeader, ExportRequest, FreeText, Gap, GapReason, ManualClock, Record, Rule, Stats,
+    ThinkingBudgetUsed,
 };
 use serde_json::Value as Json;
+use time::OffsetDateTime;
 
 /// What the helpers return on failure: a message naming the file and line.
 pub(crate) type Error = Box<dyn std::error::Error + Send + Sync>;
 /// A helper's result.
 pub(crate) type Result<T> = std::result::Result<T, Error>;
+/// What a test returns.
+pub(crate) type TestResult = Result<()>;
 
 /// The key of the golden export.
 pub(crate) const GOLDEN_KEY: [u8; 32] = [0x42; 32];
@@ -29,6 +37,10 @@ pub(crate) const GOLDEN_STEP: Duration = Duration::from_millis(1);
 pub(crate) const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Set to `1` to rewrite the golden files instead of comparing against them.
 pub(crate) const UPDATE_GOLDEN_ENV: &str = "UPDATE_GOLDEN";
+/// The wall clock the behaviour tests start at: 2023-11-14T22:13:20Z.
+pub(crate) const T0: i64 = 1_700_000_000_000_000_000;
+/// A bound on anything a behaviour test waits for; never reached when things work.
+pub(crate) const PATIENCE: Duration = Duration::from_secs(10);
 
 /// The crate root.
 pub(crate) fn root() -> PathBuf {
@@ -459,4 +471,268 @@ pub(crate) fn kinds_of(events: &[Event]) -> BTreeMap<&'static str, usize> {
         *counts.entry(event.kind().as_str()).or_default() += 1;
     }
     counts
+}
+
+/// The default configuration, changed by `edit`.
+pub(crate) fn config_with(edit: impl FnOnce(&mut Config)) -> Config {
+    let mut config = Config::default();
+    edit(&mut config);
+    config
+}
+
+/// A collector with `config` that takes its times from `clock` and pseudonymizes with
+/// the key made of the bytes `key`.
+pub(crate) fn build_collector(
+    clock: impl Clock,
+    config: Config,
+    key: [u8; 32],
+) -> Result<Collector> {
+    Ok(Collector::builder()
+        .config(config)
+        .clock(clock)
+        .key(AnonymizationKey::from_bytes(key))
+        .build()?)
+}
+
+/// A `thinking_budget_used` event of `task` whose token counts carry `marker`, so a test
+/// can tell records apart.
+pub(crate) fn used_by(task: impl Into<String>, marker: u64) -> Event {
+    Event::ThinkingBudgetUsed(ThinkingBudgetUsed {
+        task_id: task.into(),
+        tokens_used: marker,
+        tokens_allocated: marker,
+    })
+}
+
+/// [`used_by`] for the task `task`.
+pub(crate) fn used(marker: u64) -> Event {
+    used_by("task", marker)
+}
+
+/// Records [`used`] for each marker and waits until they are stored.
+pub(crate) fn record_all(
+    collector: &Collector,
+    markers: impl IntoIterator<Item = u64>,
+) -> Result<()> {
+    for m in markers {
+        collector.record(used(m))?;
+    }
+    collector.flush(PATIENCE)?;
+    Ok(())
+}
+
+/// Everything `collector` retains, exported from [`Cursor::START`].
+pub(crate) fn export_all(collector: &Collector) -> Result<Export> {
+    Ok(collector.export(&ExportRequest::after(Cursor::START))?)
+}
+
+/// Waits until everything recorded so far is stored, then [`export_all`].
+pub(crate) fn flushed_export(collector: &Collector) -> Result<Export> {
+    collector.flush(PATIENCE)?;
+    export_all(collector)
+}
+
+/// The records of `export`, decoded.
+pub(crate) fn records(export: &Export) -> Result<Vec<Record>> {
+    Ok(export
+        .records()
+        .collect::<std::result::Result<Vec<_>, _>>()?)
+}
+
+/// The seqs of the records of `export`, in order.
+pub(crate) fn seqs(export: &Export) -> Result<Vec<u64>> {
+    Ok(records(export)?.iter().map(|r| r.seq).collect())
+}
+
+/// The UTC time `nanos` after the Unix epoch.
+pub(crate) fn at(nanos: i64) -> Result<OffsetDateTime> {
+    Ok(OffsetDateTime::from_unix_timestamp_nanos(i128::from(
+        nanos,
+    ))?)
+}
+
+/// The gap over `from_seq..=to_seq`, as [`Export::gap`] reports it.
+pub(crate) fn gap(from_seq: u64, to_seq: u64, reason: GapReason) -> Option<Gap> {
+    Some(Gap {
+        from_seq,
+        to_seq,
+        reason,
+    })
+}
+
+/// Reads the MessagePack form of `export` as a header and `export.len()` records; returns
+/// the encoded size of the records and the bytes after them (the trailer, and anything
+/// that follows it).
+pub(crate) fn record_size_and_rest(export: &Export) -> Result<(u64, Vec<u8>)> {
+    let bytes = export.to_msgpack();
+    let mut input = std::io::Cursor::new(bytes.as_slice());
+    let _: ExportHeader = rmp_serde::from_read(&mut input)?;
+    let start = input.position();
+    for _ in 0..export.len() {
+        let _: serde::de::IgnoredAny = rmp_serde::from_read(&mut input)?;
+    }
+    let end = input.position();
+    let rest = bytes
+        .get(usize::try_from(end)?..)
+        .ok_or("the records end past the export")?
+        .to_vec();
+    Ok((end - start, rest))
+}
+
+/// The encoded size of the records in `export`: the whole file minus header and trailer.
+pub(crate) fn record_bytes(export: &Export) -> Result<u64> {
+    Ok(record_size_and_rest(export)?.0)
+}
+
+/// Nothing in flight, and every submitted event stored, dropped or rejected.
+#[track_caller]
+pub(crate) fn assert_drained(s: &Stats) {
+    assert_eq!(s.in_flight, 0, "{s:#?}");
+    assert_eq!(
+        s.submitted,
+        s.stored + s.dropped.total() + s.rejected,
+        "{s:#?}"
+    );
+}
+
+/// [`assert_drained`], and every stored record retained or pruned.
+#[track_caller]
+pub(crate) fn assert_settled(s: &Stats) {
+    assert_drained(s);
+    assert_eq!(s.stored, s.retained + s.pruned.total(), "{s:#?}");
+}
+
+/// Polls `done` until it holds or `patience` runs out.
+pub(crate) fn wait_until(
+    what: &str,
+    patience: Duration,
+    mut done: impl FnMut() -> bool,
+) -> Result<()> {
+    let deadline = Instant::now() + patience;
+    while !done() {
+        if Instant::now() >= deadline {
+            return Err(format!("gave up waiting for {what}").into());
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+    Ok(())
+}
+
+/// A clock the test can stop: while its gate is closed every wall-clock reading blocks,
+/// which holds the ingest worker at its next commit.
+#[derive(Debug, Clone)]
+pub(crate) struct GatedClock {
+    time: ManualClock,
+    gate: Arc<Gate>,
+}
+
+#[derive(Debug, Default)]
+struct Gate {
+    state: Mutex<GateState>,
+    changed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct GateState {
+    closed: bool,
+    held: usize,
+}
+
+/// Opens the gate when dropped, so a failing test never leaves the worker stuck.
+#[must_use]
+pub(crate) struct Closed(Arc<Gate>);
+
+impl Drop for Closed {
+    fn drop(&mut self) {
+        self.0.lock().closed = false;
+        self.0.changed.notify_all();
+    }
+}
+
+impl Gate {
+    fn lock(&self) -> MutexGuard<'_, GateState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn close(self: &Arc<Self>) -> Closed {
+        self.lock().closed = true;
+        Closed(Arc::clone(self))
+    }
+
+    fn pass(&self) {
+        let mut state = self.lock();
+        if state.closed {
+            state.held += 1;
+            self.changed.notify_all();
+            while state.closed {
+                state = self
+                    .changed
+                    .wait(state)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+            state.held -= 1;
+        }
+    }
+
+    /// Waits until some thread is held at the closed gate, for `patience` at the most.
+    fn wait_for_holder(&self, patience: Duration) -> Result<()> {
+        let deadline = Instant::now() + patience;
+        let mut state = self.lock();
+        while !(state.closed && state.held > 0) {
+            let now = Instant::now();
+            if now >= deadline {
+                return Err("no thread reached the gate".into());
+            }
+            state = match self.changed.wait_timeout(state, deadline - now) {
+                Ok((guard, _)) => guard,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
+        Ok(())
+    }
+}
+
+impl GatedClock {
+    /// An open gate before a [`ManualClock`] at `unix_nanos`.
+    pub(crate) fn new(unix_nanos: i64) -> GatedClock {
+        GatedClock {
+            time: ManualClock::new(unix_nanos),
+            gate: Arc::default(),
+        }
+    }
+
+    /// Closes the gate and waits, for `patience` at the most, until a thread is held at
+    /// it; the gate opens again when the result is dropped.
+    pub(crate) fn hold(&self, patience: Duration) -> Result<Closed> {
+        let closed = self.gate.close();
+        self.gate.wait_for_holder(patience)?;
+        Ok(closed)
+    }
+}
+
+impl Clock for GatedClock {
+    fn now_unix_nanos(&self) -> i64 {
+        self.gate.pass();
+        self.time.now_unix_nanos()
+    }
+
+    fn monotonic(&self) -> Duration {
+        self.time.monotonic()
+    }
+}
+
+/// A collector whose worker can be held, on a [`GatedClock`] at [`T0`] with the key made
+/// of the bytes `key` and the default configuration changed by `edit`. Its worker wakes every
+/// millisecond, so a closed gate catches it at once.
+pub(crate) fn gated_collector(
+    key: [u8; 32],
+    edit: impl FnOnce(&mut Config),
+) -> Result<(Collector, GatedClock)> {
+    let clock = GatedClock::new(T0);
+    let config = config_with(|c| {
+        c.worker.tick_ms = 1;
+        edit(c);
+    });
+    let collector = build_collector(clock.clone(), config, key)?;
+    Ok((collector, clock))
 }
