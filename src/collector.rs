@@ -28,6 +28,10 @@ use crate::worker::{self, Msg};
 /// How long dropping the last handle waits for the worker to store what is queued.
 pub const DROP_FLUSH_TIMEOUT: Duration = Duration::from_millis(250);
 
+/// The longest a dropped [`TaskExecution`] waits for room to record `TaskAbandoned`
+/// under a blocking overflow policy (under `DropNewest` it never waits).
+pub const ABANDON_MAX_WAIT: Duration = Duration::from_millis(10);
+
 /// Producer-side counters. `submitted` is bumped by every call, so it gets its own line.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
@@ -487,6 +491,17 @@ impl Collector {
                 event: Box::new(event),
                 error,
             })
+    }
+
+    /// Records an event from a destructor: follows the overflow policy but never waits
+    /// longer than [`ABANDON_MAX_WAIT`].
+    pub(crate) fn record_from_drop(&self, event: Event) -> Result<(), RecordError> {
+        let overflow = match self.shared().live.overflow() {
+            Overflow::DropNewest => Overflow::DropNewest,
+            Overflow::Block => Overflow::BlockFor(ABANDON_MAX_WAIT),
+            Overflow::BlockFor(d) => Overflow::BlockFor(d.min(ABANDON_MAX_WAIT)),
+        };
+        self.submit(event, overflow).map_err(|(_, e)| e)
     }
 
     #[allow(clippy::result_large_err)] // the event is handed back, as crossbeam's `TrySendError`

@@ -10,7 +10,8 @@ use crate::event::{Event, TaskAbandoned, TaskCompleted, TaskOutcome};
 /// An open execution from [`Collector::start_task`].
 ///
 /// [`complete`](Self::complete) consumes it, so it cannot complete twice. Dropping it
-/// unfinished records [`TaskAbandoned`] without blocking (as `try_record`).
+/// unfinished records [`TaskAbandoned`], waiting for room in the queue at most
+/// [`ABANDON_MAX_WAIT`](crate::ABANDON_MAX_WAIT) (and not at all under `DropNewest`).
 #[must_use = "dropping an execution records it as abandoned; call `complete`"]
 pub struct TaskExecution {
     collector: Collector,
@@ -98,7 +99,8 @@ impl TaskExecution {
     }
 
     /// Records [`TaskAbandoned`] now, following the overflow policy (dropping the
-    /// execution does the same without ever blocking).
+    /// execution does the same, waiting for room at most
+    /// [`ABANDON_MAX_WAIT`](crate::ABANDON_MAX_WAIT)).
     ///
     /// # Errors
     /// As [`Collector::record`].
@@ -122,8 +124,8 @@ impl Drop for TaskExecution {
     fn drop(&mut self) {
         if self.open {
             let event = self.abandoned();
-            // Counted by the collector if it fails; a drop never blocks.
-            let _ = self.collector.try_record(event);
+            // Counted by the collector if it fails; a drop never blocks for long.
+            let _ = self.collector.record_from_drop(event);
         }
     }
 }

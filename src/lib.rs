@@ -68,7 +68,9 @@ mod worker;
 
 pub use anonymize::{AnonymizationKey, IdKind, KEY_ENV, KeyError, KeyOrigin, REDACTED};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use collector::{Collector, CollectorBuilder, DROP_FLUSH_TIMEOUT, ShutdownReport};
+pub use collector::{
+    ABANDON_MAX_WAIT, Collector, CollectorBuilder, DROP_FLUSH_TIMEOUT, ShutdownReport,
+};
 pub use config::*;
 pub use error::{
     BuildError, CompleteError, ConfigError, ExportError, FlushError, RecordError, ShutdownError,

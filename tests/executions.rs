@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use arbiter_events::{
     AnonymizationKey, Attributes, Collector, CompleteError, Config, Event, EventKind, IdKind,
-    ManualClock, OutcomeStatus, RecordError, Rule, TaskOutcome, TaskWindow,
+    ManualClock, OutcomeStatus, Overflow, RecordError, Rule, TaskOutcome, TaskWindow,
 };
 
 use common::{PATIENCE, T0, TestResult, flushed_export, records};
@@ -387,5 +387,33 @@ fn the_mean_duration_agrees_with_the_recorded_durations() -> TestResult {
         (mean - expected).abs() < 1e-6,
         "mean_duration_ms is {mean}, the records' durations average {expected}"
     );
+    Ok(())
+}
+
+#[test]
+fn dropping_under_a_blocking_policy_waits_only_briefly() -> TestResult {
+    const CAPACITY: usize = 4;
+    let (collector, clock) = common::gated_collector(KEY, |c| {
+        c.queue.capacity = CAPACITY;
+        c.queue.overflow = Overflow::Block;
+    })?;
+    let execution = collector.start_task("task-1", "agent-a", Attributes::new())?;
+    collector.flush(PATIENCE)?;
+    let held = clock.hold(PATIENCE)?;
+    let mut queued = 0;
+    while collector.try_record(common::used(queued)).is_ok() {
+        queued += 1;
+    }
+    // The queue is full and the worker held: a blocking record would wait forever, the
+    // destructor gives up after ABANDON_MAX_WAIT and counts the drop.
+    let before = collector.stats().dropped.queue_full;
+    drop(execution);
+    assert_eq!(collector.stats().dropped.queue_full, before + 1);
+    drop(held);
+    collector.flush(PATIENCE)?;
+    let s = collector.stats();
+    assert_eq!(s.stored, 1 + queued);
+    assert_eq!(s.tasks.lifetime.abandoned, 0);
+    assert_eq!(s.submitted, s.stored + s.dropped.total() + s.rejected);
     Ok(())
 }
