@@ -340,7 +340,8 @@ impl Anonymizer {
         }
     }
 
-    /// Every scalar below a configured key becomes a pseudonym; `null` and booleans stay.
+    /// Every scalar and map key below a configured key becomes a pseudonym; `null` and
+    /// booleans stay.
     fn pseudonymize_value(&mut self, value: &mut Value) {
         let mut id = match value {
             Value::Null | Value::Bool(_) => return,
@@ -348,7 +349,15 @@ impl Anonymizer {
             Value::Float(f) => f.to_string(),
             Value::String(s) => std::mem::take(s),
             Value::List(items) => return items.iter_mut().for_each(|v| self.pseudonymize_value(v)),
-            Value::Map(map) => return map.values_mut().for_each(|v| self.pseudonymize_value(v)),
+            Value::Map(map) => {
+                // Keys below a configured key are data too: pseudonymize them as well.
+                for (mut key, mut v) in std::mem::take(map) {
+                    self.id(IdKind::Attribute, &mut key);
+                    self.pseudonymize_value(&mut v);
+                    map.insert(key, v);
+                }
+                return;
+            }
         };
         self.id(IdKind::Attribute, &mut id);
         *value = Value::String(id);

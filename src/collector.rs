@@ -351,37 +351,41 @@ impl Handle {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let before = self.shared.stats(self.tx.len());
-        let Some(join) = worker.take() else {
-            return Ok(ShutdownReport {
-                flushed: 0,
-                dropped: 0,
-                unresolved: before.in_flight,
-                stats: before,
-            });
-        };
         self.shared.closed.store(true, SeqCst);
-        let deadline = Instant::now() + timeout;
-        let (done_tx, done_rx) = crossbeam_channel::bounded(1);
-        let finished = match self.tx.send_deadline(
-            Msg::Shutdown {
-                deadline,
-                done: done_tx,
-            },
-            deadline,
-        ) {
-            Ok(()) => !matches!(
-                done_rx.recv_deadline(deadline + SHUTDOWN_GRACE),
-                Err(RecvTimeoutError::Timeout)
-            ),
-            Err(_) => false,
+        let deadline = deadline_after(timeout);
+        let grace = deadline.checked_add(SHUTDOWN_GRACE).unwrap_or(deadline);
+        let finished = match worker.take() {
+            None => true,
+            Some(join) => {
+                let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+                match self.tx.send_deadline(
+                    Msg::Shutdown {
+                        deadline,
+                        done: done_tx,
+                    },
+                    deadline,
+                ) {
+                    Ok(()) if done_rx.recv_deadline(grace).is_ok() => {
+                        let _ = join.join();
+                        true
+                    }
+                    // The worker is gone already.
+                    Err(SendTimeoutError::Disconnected(_)) => {
+                        let _ = join.join();
+                        true
+                    }
+                    // Still draining, or no room for the message: a later call tries again.
+                    Ok(()) | Err(SendTimeoutError::Timeout(_)) => {
+                        *worker = Some(join);
+                        false
+                    }
+                }
+            }
         };
-        if finished {
-            let _ = join.join();
-        }
         // A producer refused after `closed` is counted a moment after it is submitted;
         // wait out such moments (not events) before reading the final counts.
         let mut stats = self.shared.stats(self.tx.len());
-        while finished && stats.in_flight > 0 && Instant::now() < deadline + SHUTDOWN_GRACE {
+        while finished && stats.in_flight > 0 && Instant::now() < grace {
             std::thread::yield_now();
             stats = self.shared.stats(self.tx.len());
         }
@@ -400,6 +404,16 @@ impl Handle {
             })
         }
     }
+}
+
+/// `timeout` from now; a timeout too long to represent (such as `Duration::MAX`) means
+/// a century.
+pub(crate) fn deadline_after(timeout: Duration) -> Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .or_else(|| now.checked_add(CENTURY))
+        .unwrap_or(now)
 }
 
 /// Slack for the worker to answer after its own deadline.
@@ -624,7 +638,7 @@ impl Collector {
         if self.shared().closed.load(SeqCst) {
             return Err(FlushError::ShutDown);
         }
-        let deadline = Instant::now() + timeout;
+        let deadline = deadline_after(timeout);
         let (ack_tx, ack_rx) = crossbeam_channel::bounded(1);
         match self.inner.tx.send_deadline(Msg::Flush(ack_tx), deadline) {
             Ok(()) => {}
@@ -682,7 +696,9 @@ impl Collector {
     }
 
     /// Changes the configuration live: `f` edits a copy, which is validated and applied
-    /// whole (retention and limits at once, pruning if the new bounds demand it).
+    /// (retention at once, pruning if the new bounds demand it; producers pick up the
+    /// limits and overflow policy on their next call). `f` runs under the configuration
+    /// lock: it must not call back into the collector.
     ///
     /// ```
     /// use arbiter_events::{Collector, Config};
@@ -720,8 +736,9 @@ impl Collector {
 
     /// Stops accepting events, stores everything queued, and stops the worker.
     ///
-    /// Blocks up to `timeout`. Later calls return a report with nothing flushed. Events
-    /// recorded from now on are counted under `dropped.shutdown`.
+    /// Blocks up to `timeout` (`Duration::MAX` waits as long as it takes). A call after
+    /// a timed-out one tries again; a call after a successful one returns a report with
+    /// nothing flushed. Events recorded from now on are counted under `dropped.shutdown`.
     ///
     /// # Errors
     /// [`ShutdownError::TimedOut`] with the report when events were still unresolved

@@ -159,7 +159,7 @@ pub struct Gap {
 impl Gap {
     /// How many records are missing.
     pub fn len(&self) -> u64 {
-        self.to_seq - self.from_seq + 1
+        self.to_seq.saturating_sub(self.from_seq).saturating_add(1)
     }
 
     /// Always false: a gap holds at least one seq.
@@ -427,8 +427,14 @@ pub(crate) fn export(ctx: ExportContext<'_>, req: &ExportRequest) -> Result<Expo
                     });
                     cursor = first - 1;
                 }
-                if req.kinds.is_none() && req.limit.is_none() {
-                    records.reserve(usize::try_from(store.bytes()).unwrap_or(0));
+                if req.kinds.is_none() {
+                    // The records ahead, at the store's mean size: one allocation, not a
+                    // series of doublings.
+                    let ahead = (next - 1)
+                        .saturating_sub(cursor)
+                        .min(req.limit.unwrap_or(u64::MAX));
+                    let mean = store.bytes() / store.len().max(1);
+                    records.reserve(to_usize(ahead.saturating_mul(mean).min(store.bytes())));
                 }
                 if let Some(since) = since {
                     cursor = cursor.max(store.first_seq_at(since) - 1);
@@ -539,8 +545,18 @@ pub fn read_export<R: Read>(mut input: R) -> Result<ExportFile, ExportError> {
     }
     let header: ExportHeader = decode(&mut cur, "header", 0, 0)?;
     let mut hasher = blake3::Hasher::new();
-    // Sized by the bytes at hand, not by the header's claim.
-    let mut records = Vec::with_capacity(bytes.len() / MIN_RECORD_BYTES);
+    if let Some(gap) = header.gap
+        && gap.from_seq > gap.to_seq
+    {
+        return Err(ExportError::Corrupt {
+            index: 0,
+            offset: 0,
+            reason: "header: gap ends before it starts".to_owned(),
+        });
+    }
+    // Sized by what the input can hold, never by the header's claim alone.
+    let fit = u64::try_from(bytes.len() / MIN_RECORD_BYTES).unwrap_or(u64::MAX);
+    let mut records = Vec::with_capacity(to_usize(header.count.min(fit).min(MAX_PRESIZED_RECORDS)));
     for index in 0..header.count {
         let start = cur.position();
         let record: Record = decode(&mut cur, "record", index, header.count)?;
@@ -561,6 +577,18 @@ pub fn read_export<R: Read>(mut input: R) -> Result<ExportFile, ExportError> {
             actual,
         });
     }
+    // Damage is reported by the checksum above; a well-formed file must also be in order.
+    let mut previous = header.after;
+    for (index, record) in records.iter().enumerate() {
+        if record.seq <= previous {
+            return Err(ExportError::Corrupt {
+                index: index as u64,
+                offset: 0,
+                reason: format!("record seq {} does not follow {previous}", record.seq),
+            });
+        }
+        previous = record.seq;
+    }
     if cur.position() != bytes.len() as u64 {
         return Err(ExportError::Corrupt {
             index: header.count,
@@ -577,6 +605,10 @@ pub fn read_export<R: Read>(mut input: R) -> Result<ExportFile, ExportError> {
 
 /// The fewest bytes any record takes (a map with `seq`, `time` and `type`).
 const MIN_RECORD_BYTES: usize = 16;
+/// The most records a reader reserves room for before it has read them.
+const MAX_PRESIZED_RECORDS: u64 = 1 << 16;
+/// How deep a reader follows nested values: attributes at their deepest, plus the record.
+const MAX_DECODE_DEPTH: usize = crate::config::MAX_ATTRIBUTE_DEPTH + 8;
 
 #[derive(Deserialize)]
 struct HeaderProbe {
@@ -595,7 +627,9 @@ fn decode<T: for<'de> Deserialize<'de>>(
     expected: u64,
 ) -> Result<T, ExportError> {
     let offset = cur.position();
-    T::deserialize(&mut rmp_serde::Deserializer::new(&mut *cur)).map_err(|e| {
+    let mut de = rmp_serde::Deserializer::new(&mut *cur);
+    de.set_max_depth(MAX_DECODE_DEPTH);
+    T::deserialize(&mut de).map_err(|e| {
         if is_eof(&e) {
             ExportError::Truncated {
                 what,

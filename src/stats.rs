@@ -23,7 +23,7 @@ fn task_slot(end: TaskEnd) -> usize {
 pub(crate) struct Tally {
     kinds: [u64; EventKind::COUNT],
     ends: [u64; TASK_SLOTS],
-    duration_us: [u64; TASK_SLOTS],
+    duration_us: [u128; TASK_SLOTS],
 }
 
 impl Tally {
@@ -32,7 +32,7 @@ impl Tally {
         if let Some(task) = e.task {
             let slot = task_slot(task.end);
             self.ends[slot] += 1;
-            self.duration_us[slot] = self.duration_us[slot].saturating_add(task.duration_us);
+            self.duration_us[slot] += u128::from(task.duration_us);
         }
     }
 
@@ -41,7 +41,8 @@ impl Tally {
         if let Some(task) = e.task {
             let slot = task_slot(task.end);
             self.ends[slot] -= 1;
-            self.duration_us[slot] = self.duration_us[slot].saturating_sub(task.duration_us);
+            self.duration_us[slot] =
+                self.duration_us[slot].saturating_sub(u128::from(task.duration_us));
         }
     }
 
@@ -52,7 +53,8 @@ impl Tally {
     fn window(&self) -> TaskWindow {
         let [succeeded, failed, timed_out, cancelled, abandoned] = self.ends;
         let completed = succeeded + failed + timed_out + cancelled;
-        let completed_us: u64 = self.duration_us[..TASK_SLOTS - 1].iter().sum();
+        // u128: a sum of u64 microseconds cannot overflow it.
+        let completed_us: u128 = self.duration_us[..TASK_SLOTS - 1].iter().sum();
         TaskWindow {
             succeeded,
             failed,

@@ -6,8 +6,9 @@
 //!
 //! Encoded bytes live in 64 KiB chunks rather than one allocation per record: appending
 //! is a copy into the tail chunk, and a chunk is released (or kept as the one spare)
-//! when its last record is pruned. Memory is the retained bytes plus at most two
-//! partly used chunks and the spare.
+//! when its last record is pruned. A tail chunk is shrunk to its contents when the
+//! next chunk starts, so memory is the retained bytes plus one partly used chunk and the
+//! spare (64 KiB each).
 
 use std::collections::VecDeque;
 
@@ -202,6 +203,10 @@ impl Store {
             .back()
             .is_some_and(|c| c.bytes.capacity() - c.bytes.len() >= bytes.len());
         if !fits {
+            // The room left in the old tail would never be used: give it back.
+            if let Some(tail) = self.chunks.back_mut() {
+                tail.bytes.shrink_to_fit();
+            }
             let mut buf = match self.spare.take() {
                 Some(spare) if spare.capacity() >= bytes.len() => spare,
                 _ => Vec::with_capacity(CHUNK_BYTES.max(bytes.len())),
@@ -247,7 +252,9 @@ impl Store {
                 && let Some(done) = self.chunks.pop_front()
             {
                 self.first_chunk += 1;
-                self.spare.get_or_insert(done.bytes);
+                if done.bytes.capacity() >= CHUNK_BYTES {
+                    self.spare.get_or_insert(done.bytes);
+                }
             }
         }
         self.retained.remove(&entry);

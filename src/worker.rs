@@ -24,6 +24,9 @@ pub(crate) enum Msg {
     Shutdown { deadline: Instant, done: Sender<()> },
 }
 
+/// The most buffer capacity the worker keeps between batches.
+const KEEP_BUFFER_BYTES: usize = 1 << 20;
+
 /// How often a closing worker re-checks the count of unresolved events.
 const CLOSE_RECHECK: Duration = Duration::from_millis(1);
 
@@ -173,6 +176,10 @@ impl Worker {
             start = end;
         }
         self.encoded.clear();
+        // A batch of unusually large records must not pin its buffer for good.
+        if self.encoded.capacity() > KEEP_BUFFER_BYTES {
+            self.encoded = Vec::new();
+        }
         store.prune_expired(now);
     }
 }

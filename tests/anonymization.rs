@@ -797,3 +797,30 @@ fn pseudonyms_do_not_depend_on_the_memo() -> TestResult {
     }
     Ok(())
 }
+
+#[test]
+fn map_keys_below_a_configured_key_are_pseudonymized_too() -> TestResult {
+    let key = AnonymizationKey::from_bytes(KEY_A);
+    let collector = build(
+        config(|c| c.anonymization.attribute_keys = vec!["user".into()]),
+        KEY_A,
+    )?;
+    let by_email: BTreeMap<String, Value> =
+        [("alice@example.com".to_owned(), Value::Bool(true))].into();
+    collector.record(Event::Custom(Custom {
+        name: "login".into(),
+        attributes: Attributes::new().with("user", Value::Map(by_email)),
+    }))?;
+    let export = flushed_export(&collector)?;
+    assert!(!contains(&export.to_msgpack(), "alice@example.com"));
+    let got = records(&export)?;
+    let Event::Custom(e) = &got[0].event else {
+        panic!("unexpected record {:?}", got[0]);
+    };
+    let Some(Value::Map(map)) = e.attributes.get("user") else {
+        panic!("user is not a map: {e:?}");
+    };
+    let pseudonym = key.pseudonym(IdKind::Attribute, "alice@example.com");
+    assert_eq!(map.get(&pseudonym), Some(&Value::Bool(true)));
+    Ok(())
+}

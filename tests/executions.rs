@@ -417,3 +417,28 @@ fn dropping_under_a_blocking_policy_waits_only_briefly() -> TestResult {
     assert_eq!(s.submitted, s.stored + s.dropped.total() + s.rejected);
     Ok(())
 }
+
+#[test]
+fn huge_durations_do_not_overflow_the_tallies() -> TestResult {
+    let clock = ManualClock::new(T0);
+    let collector = build(&clock)?;
+    for (n, status) in [OutcomeStatus::Succeeded, OutcomeStatus::Failed]
+        .into_iter()
+        .enumerate()
+    {
+        collector.record(Event::TaskCompleted(arbiter_events::TaskCompleted {
+            execution_id: format!("exec-{n}"),
+            task_id: "task-1".into(),
+            agent_id: "agent-a".into(),
+            outcome: outcome(status),
+            duration_ms: 1e16,
+        }))?;
+    }
+    collector.flush(PATIENCE)?;
+    let mean = collector.stats().tasks.lifetime.mean_duration_ms;
+    assert!(
+        matches!(mean, Some(m) if (m - 1e16).abs() / 1e16 < 1e-9),
+        "{mean:?}"
+    );
+    Ok(())
+}

@@ -171,3 +171,14 @@ fn a_flush_that_timed_out_still_completes_later_events() -> TestResult {
     assert_eq!(collector.stats().in_flight, 0);
     Ok(())
 }
+
+#[test]
+fn an_unrepresentable_timeout_means_wait_as_long_as_it_takes() -> TestResult {
+    let collector = common::build_collector(ManualClock::new(T0), Config::default(), KEY)?;
+    collector.record(used(1))?;
+    collector.flush(Duration::MAX)?;
+    assert_eq!(collector.stats().stored, 1);
+    let report = collector.shutdown(Duration::MAX)?;
+    assert_eq!((report.unresolved, report.stats.stored), (0, 1));
+    Ok(())
+}
