@@ -8,7 +8,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use arbiter_events::{
-    AnonymizationMode, Collector, Config, Cursor, Event, ExportRequest, Overflow,
+    AnonymizationKey, AnonymizationMode, Collector, Config, Cursor, Event, ExportRequest, IdKind,
+    Overflow, Pseudonymizer,
 };
 #[path = "support/mod.rs"]
 mod support;
@@ -74,7 +75,7 @@ fn throughput(c: &mut Criterion) {
         ("anonymized", AnonymizationMode::Pseudonymize),
         ("plain", AnonymizationMode::Off),
     ] {
-        for producers in [1usize, 2] {
+        for producers in [1usize, 2, 4, 8] {
             group.throughput(Throughput::Elements((PER_PRODUCER * producers) as u64));
             group.bench_function(format!("{name}/{producers}_producers"), |b| {
                 b.iter_batched(
@@ -125,6 +126,7 @@ fn export_and_stats(c: &mut Criterion) {
     group.sample_size(10);
     for n in [10_000usize, 1_000_000] {
         let collector = filled(n);
+        group.throughput(Throughput::Elements(1));
         group.bench_function(format!("stats/{n}_retained"), |b| {
             b.iter(|| black_box(collector.stats()))
         });
@@ -135,9 +137,48 @@ fn export_and_stats(c: &mut Criterion) {
                 black_box(export.map(|e| e.to_msgpack().len()))
             })
         });
+        // What a consumer writing a file does: no second copy of the records.
+        group.bench_function(format!("export_write_msgpack/{n}_retained"), |b| {
+            b.iter(|| {
+                let export = collector.export(&ExportRequest::after(Cursor::START));
+                black_box(export.map(|e| e.write_msgpack(std::io::sink()).is_ok()))
+            })
+        });
     }
     group.finish();
 }
 
-criterion_group!(benches, record_latency, throughput, export_and_stats);
+fn anonymization(c: &mut Criterion) {
+    let key = AnonymizationKey::from_bytes([5; 32]);
+    let mut group = c.benchmark_group("pseudonym");
+    group.throughput(Throughput::Elements(1));
+    let mut hot = Pseudonymizer::new(&key, 16_384);
+    group.bench_function("memo_hit", |b| {
+        b.iter_batched_ref(
+            || String::from("task-4242"),
+            |id| hot.pseudonymize(IdKind::Task, id),
+            BatchSize::SmallInput,
+        )
+    });
+    let mut cold = Pseudonymizer::new(&key, 0);
+    group.bench_function("memo_miss", |b| {
+        b.iter_batched_ref(
+            || String::from("task-4242"),
+            |id| cold.pseudonymize(IdKind::Task, id),
+            BatchSize::SmallInput,
+        )
+    });
+    group.bench_function("uncached_key_pseudonym", |b| {
+        b.iter(|| black_box(key.pseudonym(IdKind::Task, black_box("task-4242"))))
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    record_latency,
+    throughput,
+    export_and_stats,
+    anonymization
+);
 criterion_main!(benches);

@@ -266,32 +266,47 @@ pub(crate) fn resolve_key(
     Ok((AnonymizationKey::generate()?, KeyOrigin::Ephemeral))
 }
 
-/// The ingest worker's anonymizer: subkeys, a bounded memo per kind, the text policy.
-#[derive(Debug)]
-pub(crate) struct Anonymizer {
-    mode: AnonymizationMode,
-    free_text: FreeText,
+/// Turns identifiers into pseudonyms with the subkeys derived once and a bounded memo
+/// per identifier kind: what the collector's worker uses, offered to consumers that need
+/// the pseudonyms of ids they know (to join exports with their own data, say).
+///
+/// ```
+/// use arbiter_events::{AnonymizationKey, IdKind, Pseudonymizer};
+/// let key = AnonymizationKey::from_bytes([9; 32]);
+/// let mut p = Pseudonymizer::new(&key, 1024);
+/// let mut id = String::from("agent-7");
+/// p.pseudonymize(IdKind::Agent, &mut id);
+/// assert_eq!(id, key.pseudonym(IdKind::Agent, "agent-7"));
+/// ```
+pub struct Pseudonymizer {
     subkeys: [[u8; 32]; 4],
     memo: [HashMap<String, Digits, foldhash::fast::RandomState>; 4],
     memo_capacity: usize,
-    attribute_keys: HashSet<String>,
 }
 
-impl Anonymizer {
-    pub(crate) fn new(key: &AnonymizationKey, config: &AnonymizationConfig) -> Anonymizer {
-        Anonymizer {
-            mode: config.mode,
-            free_text: config.free_text,
+impl fmt::Debug for Pseudonymizer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pseudonymizer")
+            .field("memo_capacity", &self.memo_capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pseudonymizer {
+    /// A pseudonymizer for `key`, remembering up to `memo_capacity` ids per kind
+    /// (0: none).
+    pub fn new(key: &AnonymizationKey, memo_capacity: usize) -> Pseudonymizer {
+        Pseudonymizer {
             subkeys: IdKind::ALL.map(|kind| key.subkey(kind)),
             memo: Default::default(),
-            memo_capacity: config.memo_capacity,
-            attribute_keys: config.attribute_keys.iter().cloned().collect(),
+            memo_capacity,
         }
     }
 
-    /// Replaces `id` by its pseudonym, from the memo when it is there. A full memo is
-    /// emptied whole: memory stays bounded and the hot ids come straight back.
-    fn id(&mut self, kind: IdKind, id: &mut String) {
+    /// Replaces `id` by its pseudonym as an identifier of `kind`, from the memo when it
+    /// is there. A full memo is emptied whole: memory stays bounded and the hot ids
+    /// come straight back.
+    pub fn pseudonymize(&mut self, kind: IdKind, id: &mut String) {
         let memo = &mut self.memo[kind.index()];
         let found = memo.get(id.as_str()).copied();
         let digits = found.unwrap_or_else(|| {
@@ -305,6 +320,37 @@ impl Anonymizer {
             d
         });
         write_pseudonym(kind, &digits, id);
+    }
+
+    /// The pseudonym of `id` as an identifier of `kind`.
+    pub fn pseudonym(&mut self, kind: IdKind, id: &str) -> String {
+        let mut out = id.to_owned();
+        self.pseudonymize(kind, &mut out);
+        out
+    }
+}
+
+/// The ingest worker's anonymizer: the pseudonymizer and the text policy.
+#[derive(Debug)]
+pub(crate) struct Anonymizer {
+    mode: AnonymizationMode,
+    free_text: FreeText,
+    pseudonymizer: Pseudonymizer,
+    attribute_keys: HashSet<String>,
+}
+
+impl Anonymizer {
+    pub(crate) fn new(key: &AnonymizationKey, config: &AnonymizationConfig) -> Anonymizer {
+        Anonymizer {
+            mode: config.mode,
+            free_text: config.free_text,
+            pseudonymizer: Pseudonymizer::new(key, config.memo_capacity),
+            attribute_keys: config.attribute_keys.iter().cloned().collect(),
+        }
+    }
+
+    fn id(&mut self, kind: IdKind, id: &mut String) {
+        self.pseudonymizer.pseudonymize(kind, id);
     }
 
     fn text(&self, text: &mut String) {

@@ -66,7 +66,9 @@ mod stats;
 mod store;
 mod worker;
 
-pub use anonymize::{AnonymizationKey, IdKind, KEY_ENV, KeyError, KeyOrigin, REDACTED};
+pub use anonymize::{
+    AnonymizationKey, IdKind, KEY_ENV, KeyError, KeyOrigin, Pseudonymizer, REDACTED,
+};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use collector::{
     ABANDON_MAX_WAIT, Collector, CollectorBuilder, DROP_FLUSH_TIMEOUT, ShutdownReport,
