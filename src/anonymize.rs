@@ -2,6 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -14,6 +15,9 @@ pub const REDACTED: &str = "<redacted>";
 
 /// The environment variable read for a hex key when the config names none.
 pub const KEY_ENV: &str = "ARBITER_EVENTS_KEY";
+
+/// The most bytes read from a key file.
+const KEY_FILE_MAX_BYTES: u64 = 4096;
 
 /// Bytes of BLAKE3 output kept in a pseudonym: 128 bits.
 const PSEUDONYM_BYTES: usize = 16;
@@ -103,10 +107,14 @@ impl AnonymizationKey {
     /// [`KeyError::Read`] or [`KeyError::File`], naming the path.
     pub fn from_file(path: impl AsRef<Path>) -> Result<AnonymizationKey, KeyError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| KeyError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        // A key file holds 64 hex digits and perhaps a newline: read no more than a page.
+        let mut text = String::new();
+        std::fs::File::open(path)
+            .and_then(|f| f.take(KEY_FILE_MAX_BYTES).read_to_string(&mut text))
+            .map_err(|source| KeyError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
         AnonymizationKey::from_hex(&text).map_err(|e| KeyError::File {
             path: path.to_owned(),
             source: Box::new(e),

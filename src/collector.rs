@@ -730,6 +730,9 @@ impl Collector {
 
     /// Removes every retained record (counted under `pruned.cleared`); returns how many.
     /// Consumers behind the cleared range see a gap with reason `cleared`.
+    ///
+    /// Events still queued are stored after the clear; call [`flush`](Self::flush)
+    /// first for a clean cut.
     pub fn clear(&self) -> u64 {
         self.shared().lock_store().clear()
     }

@@ -10,6 +10,10 @@ use crate::anonymize::AnonymizationKey;
 use crate::error::ConfigError;
 use crate::event::validate::Limits;
 
+/// The largest integer a TOML file can hold (`i64::MAX`): the bound of the unbounded
+/// counts, so every valid configuration can be written back.
+pub const MAX_TOML_INTEGER: u64 = i64::MAX as u64;
+
 /// Default of `enabled`: the collector records.
 pub const DEFAULT_ENABLED: bool = true;
 /// Default of `queue.capacity`: events the channel holds before the overflow policy applies.
@@ -93,12 +97,18 @@ impl From<OverflowRepr> for Overflow {
 }
 
 impl From<Overflow> for OverflowRepr {
+    /// A wait that is not whole milliseconds is written rounded up, so it stays valid.
     fn from(o: Overflow) -> OverflowRepr {
         match o {
             Overflow::DropNewest => OverflowRepr::DropNewest,
             Overflow::Block => OverflowRepr::Block,
             Overflow::BlockFor(d) => {
-                OverflowRepr::BlockForMs(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+                let ms = d.as_nanos().div_ceil(1_000_000);
+                OverflowRepr::BlockForMs(
+                    u64::try_from(ms)
+                        .unwrap_or(MAX_TOML_INTEGER)
+                        .min(MAX_TOML_INTEGER),
+                )
             }
         }
     }
@@ -372,7 +382,7 @@ impl Config {
                 field: "queue.overflow.block_for_ms",
                 value: 0,
                 min: 1,
-                max: u64::MAX,
+                max: MAX_TOML_INTEGER,
             });
         }
         let r = &self.retention;
@@ -382,8 +392,13 @@ impl Config {
             1,
             u64::MAX / 1_000_000_000,
         )?;
-        range("retention.max_events", r.max_events, 1, u64::MAX)?;
-        range("retention.max_bytes", r.max_bytes, MIN_MAX_BYTES, u64::MAX)?;
+        range("retention.max_events", r.max_events, 1, MAX_TOML_INTEGER)?;
+        range(
+            "retention.max_bytes",
+            r.max_bytes,
+            MIN_MAX_BYTES,
+            MAX_TOML_INTEGER,
+        )?;
         let a = &self.anonymization;
         if a.key_hex.is_some() && a.key_file.is_some() {
             return Err(ConfigError::ConflictingKeySources);

@@ -138,9 +138,11 @@ impl Worker {
         let time = self.shared.clock.now_unix_nanos().max(self.last_time);
         let seq = self.next_seq;
         let start = self.encoded.len();
-        if encode_record(seq, time, &event, &mut self.scratch, &mut self.encoded).is_err() {
+        let encoded = encode_record(seq, time, &event, &mut self.scratch, &mut self.encoded);
+        // The store addresses records with 32-bit lengths.
+        if encoded.is_err() || self.encoded.len() - start > u32::MAX as usize {
             self.encoded.truncate(start);
-            // Unreachable for valid events; still accounted for.
+            // Unreachable for events within the limits; still accounted for.
             self.shared.counters.rejected.fetch_add(1, Ordering::SeqCst);
             return;
         }

@@ -394,3 +394,23 @@ fn every_config_error_message() -> Result<()> {
     insta::assert_yaml_snapshot!("config_error_messages", messages);
     Ok(())
 }
+
+#[test]
+fn every_valid_config_can_be_written_back() -> Result<()> {
+    let mut config = Config::default();
+    config.queue.overflow = Overflow::BlockFor(Duration::from_micros(200));
+    let reread = Config::from_toml_str(&config.to_toml_string()?)?;
+    assert_eq!(
+        reread.queue.overflow,
+        Overflow::BlockFor(Duration::from_millis(1))
+    );
+    config.retention.max_events = u64::MAX;
+    assert!(matches!(
+        config.validate(),
+        Err(ConfigError::OutOfRange {
+            field: "retention.max_events",
+            ..
+        })
+    ));
+    Ok(())
+}
