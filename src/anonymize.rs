@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{AnonymizationConfig, AnonymizationMode, FreeText};
-use crate::event::{Attributes, Event, Value};
 
 /// What free text becomes under [`FreeText::Redact`].
 pub const REDACTED: &str = "<redacted>";
@@ -202,7 +201,7 @@ impl IdKind {
 }
 
 /// The hex digits of a pseudonym, without the prefix.
-type Digits = [u8; 2 * PSEUDONYM_BYTES];
+pub(crate) type Digits = [u8; 2 * PSEUDONYM_BYTES];
 
 fn digits(subkey: &[u8; 32], id: &str) -> Digits {
     const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -311,23 +310,27 @@ impl Pseudonymizer {
         }
     }
 
-    /// Replaces `id` by its pseudonym as an identifier of `kind`, from the memo when it
-    /// is there. A full memo is emptied whole: memory stays bounded and the hot ids
-    /// come straight back.
+    /// Replaces `id` by its pseudonym as an identifier of `kind`.
     pub fn pseudonymize(&mut self, kind: IdKind, id: &mut String) {
-        let memo = &mut self.memo[kind.index()];
-        let found = memo.get(id.as_str()).copied();
-        let digits = found.unwrap_or_else(|| {
-            let d = digits(&self.subkeys[kind.index()], id);
-            if self.memo_capacity > 0 {
-                if memo.len() >= self.memo_capacity {
-                    memo.clear();
-                }
-                memo.insert(std::mem::take(id), d);
-            }
-            d
-        });
+        let digits = self.digits(kind, id);
         write_pseudonym(kind, &digits, id);
+    }
+
+    /// The hex digits of the pseudonym of `id`, from the memo when it is there. A full
+    /// memo is emptied whole: memory stays bounded and the hot ids come straight back.
+    pub(crate) fn digits(&mut self, kind: IdKind, id: &str) -> Digits {
+        let memo = &mut self.memo[kind.index()];
+        if let Some(d) = memo.get(id) {
+            return *d;
+        }
+        let d = digits(&self.subkeys[kind.index()], id);
+        if self.memo_capacity > 0 {
+            if memo.len() >= self.memo_capacity {
+                memo.clear();
+            }
+            memo.insert(id.to_owned(), d);
+        }
+        d
     }
 
     /// The pseudonym of `id` as an identifier of `kind`.
@@ -338,7 +341,8 @@ impl Pseudonymizer {
     }
 }
 
-/// The ingest worker's anonymizer: the pseudonymizer and the text policy.
+/// The ingest worker's anonymizer: the pseudonymizer and the text policy, consulted by
+/// the record encoder field by field (the event itself is never rewritten).
 #[derive(Debug)]
 pub(crate) struct Anonymizer {
     mode: AnonymizationMode,
@@ -357,123 +361,24 @@ impl Anonymizer {
         }
     }
 
-    fn id(&mut self, kind: IdKind, id: &mut String) {
-        self.pseudonymizer.pseudonymize(kind, id);
-    }
-
-    fn text(&self, text: &mut String) {
-        if self.free_text == FreeText::Redact {
-            REDACTED.clone_into(text);
+    /// The pseudonym of `id` as prefix and digits, or `None` when identifiers are kept.
+    pub(crate) fn pseudonym(&mut self, kind: IdKind, id: &str) -> Option<(&'static str, Digits)> {
+        match self.mode {
+            AnonymizationMode::Off => None,
+            AnonymizationMode::Pseudonymize => {
+                Some((kind.prefix(), self.pseudonymizer.digits(kind, id)))
+            }
         }
     }
 
-    fn opt_text(&self, text: &mut Option<String>) {
-        if let Some(t) = text {
-            self.text(t);
-        }
+    /// What free text becomes: `None` to keep it, or the replacement.
+    pub(crate) fn redaction(&self) -> Option<&'static str> {
+        (self.mode == AnonymizationMode::Pseudonymize && self.free_text == FreeText::Redact)
+            .then_some(REDACTED)
     }
 
-    fn attributes(&mut self, attrs: &mut Attributes) {
-        if self.attribute_keys.is_empty() {
-            return;
-        }
-        for (key, value) in attrs.0.iter_mut() {
-            self.attribute(key, value);
-        }
-    }
-
-    fn attribute(&mut self, key: &str, value: &mut Value) {
-        if self.attribute_keys.contains(key) {
-            self.pseudonymize_value(value);
-            return;
-        }
-        match value {
-            Value::List(items) => items.iter_mut().for_each(|v| self.attribute(key, v)),
-            Value::Map(map) => map.iter_mut().for_each(|(k, v)| self.attribute(k, v)),
-            _ => {}
-        }
-    }
-
-    /// Every scalar and map key below a configured key becomes a pseudonym; `null` and
-    /// booleans stay.
-    fn pseudonymize_value(&mut self, value: &mut Value) {
-        let mut id = match value {
-            Value::Null | Value::Bool(_) => return,
-            Value::Int(i) => i.to_string(),
-            Value::Float(f) => f.to_string(),
-            Value::String(s) => std::mem::take(s),
-            Value::List(items) => return items.iter_mut().for_each(|v| self.pseudonymize_value(v)),
-            Value::Map(map) => {
-                // Keys below a configured key are data too: pseudonymize them as well.
-                for (mut key, mut v) in std::mem::take(map) {
-                    self.id(IdKind::Attribute, &mut key);
-                    self.pseudonymize_value(&mut v);
-                    map.insert(key, v);
-                }
-                return;
-            }
-        };
-        self.id(IdKind::Attribute, &mut id);
-        *value = Value::String(id);
-    }
-
-    /// Replaces every identifier and free text of `event` per the policy.
-    pub(crate) fn apply(&mut self, event: &mut Event) {
-        if self.mode == AnonymizationMode::Off {
-            return;
-        }
-        use IdKind::{Agent, Execution, Task};
-        match event {
-            Event::AgentRegistered(e) => self.id(Agent, &mut e.agent_id),
-            Event::AgentStatusChanged(e) => {
-                self.id(Agent, &mut e.agent_id);
-                self.opt_text(&mut e.reason);
-            }
-            Event::RoutingDecision(e) => {
-                self.id(Task, &mut e.task_id);
-                self.id(Agent, &mut e.selected_agent);
-                for alt in &mut e.alternatives {
-                    self.id(Agent, &mut alt.agent_id);
-                    self.text(&mut alt.reason);
-                }
-                self.text(&mut e.rationale);
-            }
-            Event::TaskStarted(e) => {
-                self.id(Execution, &mut e.execution_id);
-                self.id(Task, &mut e.task_id);
-                self.id(Agent, &mut e.agent_id);
-                self.attributes(&mut e.context);
-            }
-            Event::TaskCompleted(e) => {
-                self.id(Execution, &mut e.execution_id);
-                self.id(Task, &mut e.task_id);
-                self.id(Agent, &mut e.agent_id);
-            }
-            Event::TaskAbandoned(e) => {
-                self.id(Execution, &mut e.execution_id);
-                self.id(Task, &mut e.task_id);
-                self.id(Agent, &mut e.agent_id);
-            }
-            Event::ConstitutionalValidation(e) => {
-                self.id(Task, &mut e.task_id);
-                self.id(Agent, &mut e.agent_id);
-                for v in &mut e.violations {
-                    self.text(&mut v.message);
-                }
-            }
-            Event::ThinkingBudgetAllocated(e) => self.id(Task, &mut e.task_id),
-            Event::ThinkingBudgetUsed(e) => self.id(Task, &mut e.task_id),
-            Event::MinimalityEvaluated(e) => {
-                self.id(Task, &mut e.task_id);
-                self.text(&mut e.quality_assessment);
-            }
-            Event::JudgmentRecorded(e) => self.id(Task, &mut e.task_id),
-            Event::EvaluationOutcome(e) => {
-                self.id(Task, &mut e.task_id);
-                self.opt_text(&mut e.feedback);
-            }
-            Event::RlTrainingMetrics(_) => {}
-            Event::Custom(e) => self.attributes(&mut e.attributes),
-        }
+    /// Whether values under the attribute key `key` are pseudonymized.
+    pub(crate) fn is_pseudonymized_key(&self, key: &str) -> bool {
+        self.mode == AnonymizationMode::Pseudonymize && self.attribute_keys.contains(key)
     }
 }

@@ -35,7 +35,7 @@ pub const DEFAULT_ANONYMIZATION_MODE: AnonymizationMode = AnonymizationMode::Pse
 /// Default of `anonymization.free_text`.
 pub const DEFAULT_FREE_TEXT: FreeText = FreeText::Redact;
 /// Default of `anonymization.memo_capacity`: pseudonyms remembered per identifier kind.
-pub const DEFAULT_MEMO_CAPACITY: usize = 16_384;
+pub const DEFAULT_MEMO_CAPACITY: usize = 1024;
 /// The largest `anonymization.memo_capacity` accepted.
 pub const MAX_MEMO_CAPACITY: usize = 1 << 22;
 /// Default (and largest allowed value) of `limits.max_id_bytes`.

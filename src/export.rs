@@ -264,35 +264,6 @@ impl<'de> Deserialize<'de> for Record {
     }
 }
 
-/// Appends one record to `out` as a named MessagePack map: `seq`, `time`, `type`, then the
-/// event's fields in declaration order.
-pub(crate) fn encode_record(
-    seq: u64,
-    time: i64,
-    event: &Event,
-    scratch: &mut Vec<u8>,
-    out: &mut Vec<u8>,
-) -> Result<(), ExportError> {
-    scratch.clear();
-    event
-        .serialize(&mut rmp_serde::Serializer::new(&mut *scratch).with_struct_map())
-        .map_err(|e| ExportError::Encode(e.to_string()))?;
-    let mut rest: &[u8] = scratch;
-    let fields =
-        rmp::decode::read_map_len(&mut rest).map_err(|e| ExportError::Encode(e.to_string()))?;
-    let written = (|| {
-        rmp::encode::write_map_len(out, fields + 2)?;
-        rmp::encode::write_str(out, "seq")?;
-        rmp::encode::write_uint(out, seq)?;
-        rmp::encode::write_str(out, "time")?;
-        rmp::encode::write_sint(out, time)?;
-        Ok::<(), rmp::encode::ValueWriteError>(())
-    })();
-    written.map_err(|e| ExportError::Encode(e.to_string()))?;
-    out.extend_from_slice(rest);
-    Ok(())
-}
-
 /// The result of [`Collector::export`](crate::Collector::export): a header and the
 /// encoded records, ready to write.
 #[derive(Debug, Clone, PartialEq, Eq)]

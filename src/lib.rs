@@ -58,6 +58,7 @@ mod anonymize;
 mod clock;
 mod collector;
 mod config;
+mod encode;
 mod error;
 mod event;
 mod execution;

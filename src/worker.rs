@@ -10,8 +10,8 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::anonymize::Anonymizer;
 use crate::collector::Shared;
+use crate::encode::encode_record;
 use crate::event::Event;
-use crate::export::encode_record;
 use crate::store::{Meta, TaskEnd, TaskMeta};
 
 /// What travels from the handles to the worker.
@@ -48,7 +48,6 @@ struct Worker {
     /// Encoded but not yet committed: each record's meta and end offset in `encoded`.
     pending: Vec<(Meta, usize)>,
     encoded: Vec<u8>,
-    scratch: Vec<u8>,
 }
 
 impl Worker {
@@ -60,7 +59,6 @@ impl Worker {
             last_time: i64::MIN,
             pending: Vec::new(),
             encoded: Vec::new(),
-            scratch: Vec::new(),
         }
     }
 
@@ -133,12 +131,11 @@ impl Worker {
         let _ = done.send(());
     }
 
-    fn ingest(&mut self, mut event: Event) {
-        self.anonymizer.apply(&mut event);
+    fn ingest(&mut self, event: Event) {
         let time = self.shared.clock.now_unix_nanos().max(self.last_time);
         let seq = self.next_seq;
         let start = self.encoded.len();
-        let encoded = encode_record(seq, time, &event, &mut self.scratch, &mut self.encoded);
+        let encoded = encode_record(seq, time, &event, &mut self.anonymizer, &mut self.encoded);
         // The store addresses records with 32-bit lengths.
         if encoded.is_err() || self.encoded.len() - start > u32::MAX as usize {
             self.encoded.truncate(start);
