@@ -419,8 +419,8 @@ pub(crate) fn export(ctx: ExportContext<'_>, req: &ExportRequest) -> Result<Expo
         };
         let mut finished = true;
         for (examined, entry) in store.starting_at(cursor + 1).enumerate() {
-            if entry.seq >= end_seq
-                || until.is_some_and(|u| entry.time >= u)
+            if entry.meta.seq >= end_seq
+                || until.is_some_and(|u| entry.meta.time >= u)
                 || req.limit.is_some_and(|l| count >= l)
             {
                 break;
@@ -429,15 +429,19 @@ pub(crate) fn export(ctx: ExportContext<'_>, req: &ExportRequest) -> Result<Expo
                 finished = false;
                 break;
             }
-            cursor = entry.seq;
-            if req.kinds.as_ref().is_some_and(|k| !k.contains(&entry.kind)) {
+            cursor = entry.meta.seq;
+            if req
+                .kinds
+                .as_ref()
+                .is_some_and(|k| !k.contains(&entry.meta.kind))
+            {
                 continue;
             }
             let bytes = store.bytes_of(entry);
             records.extend_from_slice(bytes);
             count += 1;
-            first_seq.get_or_insert(entry.seq);
-            last_seq = Some(entry.seq);
+            first_seq.get_or_insert(entry.meta.seq);
+            last_seq = Some(entry.meta.seq);
         }
         drop(store);
         if finished {

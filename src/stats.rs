@@ -6,7 +6,7 @@ use time::OffsetDateTime;
 use crate::anonymize::KeyOrigin;
 use crate::config::AnonymizationMode;
 use crate::event::{EventKind, OutcomeStatus};
-use crate::store::{Entry, Removal, TaskEnd};
+use crate::store::{Meta, Removal, TaskEnd};
 
 /// Slots of the task tallies: the four outcome statuses, then abandoned.
 const TASK_SLOTS: usize = 5;
@@ -27,7 +27,7 @@ pub(crate) struct Tally {
 }
 
 impl Tally {
-    pub(crate) fn add(&mut self, e: &Entry) {
+    pub(crate) fn add(&mut self, e: &Meta) {
         self.kinds[e.kind.index()] += 1;
         if let Some(task) = e.task {
             let slot = task_slot(task.end);
@@ -36,7 +36,7 @@ impl Tally {
         }
     }
 
-    pub(crate) fn remove(&mut self, e: &Entry) {
+    pub(crate) fn remove(&mut self, e: &Meta) {
         self.kinds[e.kind.index()] -= 1;
         if let Some(task) = e.task {
             let slot = task_slot(task.end);

@@ -42,10 +42,7 @@ pub(crate) struct Meta {
 /// One retained record: its meta and where its encoded bytes are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Entry {
-    pub(crate) seq: u64,
-    pub(crate) time: i64,
-    pub(crate) kind: EventKind,
-    pub(crate) task: Option<TaskMeta>,
+    pub(crate) meta: Meta,
     chunk: u64,
     offset: u32,
     len: u32,
@@ -143,19 +140,16 @@ impl Store {
         let (chunk, offset) = self.append_bytes(bytes);
         let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
         let entry = Entry {
-            seq: meta.seq,
-            time: meta.time,
-            kind: meta.kind,
-            task: meta.task,
+            meta,
             chunk,
             offset,
             len,
         };
-        self.next_seq = entry.seq + 1;
-        self.last_time = Some(entry.time);
-        self.bytes += u64::from(entry.len);
-        self.retained.add(&entry);
-        self.lifetime.add(&entry);
+        self.next_seq = meta.seq + 1;
+        self.last_time = Some(meta.time);
+        self.bytes += u64::from(len);
+        self.retained.add(&meta);
+        self.lifetime.add(&meta);
         self.entries.push_back(entry);
         self.enforce_capacity();
     }
@@ -163,7 +157,7 @@ impl Store {
     /// Removes every record older than the retention period at `now`.
     pub(crate) fn prune_expired(&mut self, now: i64) {
         let cutoff = self.cutoff(now);
-        while self.entries.front().is_some_and(|e| e.time < cutoff) {
+        while self.entries.front().is_some_and(|e| e.meta.time < cutoff) {
             self.pop_front(Removal::Age);
         }
     }
@@ -257,9 +251,9 @@ impl Store {
                 }
             }
         }
-        self.retained.remove(&entry);
+        self.retained.remove(&entry.meta);
         self.pruned.count(why);
-        self.note_removed(entry.seq, why.into());
+        self.note_removed(entry.meta.seq, why.into());
     }
 
     fn note_removed(&mut self, seq: u64, reason: GapReason) {
@@ -301,7 +295,7 @@ impl Store {
 
     /// The seq of the oldest retained record, or the next seq when none is retained.
     pub(crate) fn first_seq(&self) -> u64 {
-        self.entries.front().map_or(self.next_seq, |e| e.seq)
+        self.entries.front().map_or(self.next_seq, |e| e.meta.seq)
     }
 
     /// The seq the next record will get.
@@ -318,8 +312,8 @@ impl Store {
     /// The seq of the first retained record with `time >= time` (binary search: times
     /// never decrease in seq order), or the next seq when there is none.
     pub(crate) fn first_seq_at(&self, time: i64) -> u64 {
-        let i = self.entries.partition_point(|e| e.time < time);
-        self.entries.get(i).map_or(self.next_seq, |e| e.seq)
+        let i = self.entries.partition_point(|e| e.meta.time < time);
+        self.entries.get(i).map_or(self.next_seq, |e| e.meta.seq)
     }
 
     pub(crate) fn len(&self) -> u64 {
@@ -385,7 +379,7 @@ mod tests {
         for seq in 1..=5 {
             push(&mut s, seq, seq as i64, 10);
         }
-        let seqs: Vec<u64> = s.starting_at(0).map(|e| e.seq).collect();
+        let seqs: Vec<u64> = s.starting_at(0).map(|e| e.meta.seq).collect();
         assert_eq!(seqs, [3, 4, 5]);
         assert_eq!(s.pruned().capacity, 2);
         assert_eq!(s.removal_reason(1, 2), GapReason::Capacity);
@@ -440,7 +434,7 @@ mod tests {
             for e in s.starting_at(0) {
                 assert_eq!(
                     s.bytes_of(e),
-                    vec![e.seq as u8; sizes[e.seq as usize - 1]].as_slice()
+                    vec![e.meta.seq as u8; sizes[e.meta.seq as usize - 1]].as_slice()
                 );
             }
         };
