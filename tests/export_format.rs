@@ -508,3 +508,26 @@ fn a_huge_announced_count_reserves_no_memory_up_front() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn an_attribute_list_no_collector_accepts_is_refused() -> Result<()> {
+    let (bytes, _) = small()?;
+    let (mut header, _, mut trailer) = values(&bytes)?;
+    let long = vec![json!(null); arbiter_events::MAX_COLLECTION_LEN + 1];
+    let record = json!({
+        "seq": 1, "time": 0, "type": "custom", "name": "x", "attributes": { "l": long },
+    });
+    let record = rmp_serde::to_vec_named(&record)?;
+    header["count"] = json!(1);
+    header["first_seq"] = json!(1);
+    header["last_seq"] = json!(1);
+    header["next_cursor"] = json!(1);
+    trailer["count"] = json!(1);
+    trailer["checksum"] = json!(blake3::hash(&record).to_hex().to_string());
+    let result = read_export(assemble(&header, &record, &trailer)?.as_slice());
+    assert!(
+        matches!(&result, Err(ExportError::Corrupt { index: 0, reason, .. }) if reason.contains("max_collection_len")),
+        "{result:?}"
+    );
+    Ok(())
+}
