@@ -86,3 +86,8 @@ pub use export::{
     ExportTrailer, Gap, GapReason, Record, read_export,
 };
 pub use stats::{Dropped, KindCount, Pruned, State, Stats, TaskStats, TaskWindow};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
