@@ -102,11 +102,11 @@ pub(crate) fn run(args: Args) -> CliResult {
         .map_err(|e| format!("cannot create {}: {e}", run_dir.display()))?;
 
     println!(
-        "arbiter-events demo: {} tasks on {} threads (seed {}, overflow {:?}), exports to {}",
+        "arbiter-events demo: {} tasks on {} threads (seed {}, overflow {}), exports to {}",
         args.tasks,
         args.threads,
         args.seed,
-        collector.config().queue.overflow,
+        wire_name(&collector.config().queue.overflow),
         run_dir.display()
     );
     let progress = ProgressBar::new(args.tasks);
@@ -434,6 +434,15 @@ fn simulate_task(collector: &Collector, rng: &mut Rng, task_id: &str) {
     }
 }
 
+/// A setting as the configuration file spells it (`pseudonymize`, `block`, `file`).
+fn wire_name<T: serde::Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(s)) => s,
+        Ok(other) => other.to_string(),
+        Err(_) => "?".to_owned(),
+    }
+}
+
 fn per_sec(count: u64, elapsed: Duration) -> f64 {
     count as f64 / elapsed.as_secs_f64().max(1e-9)
 }
@@ -492,10 +501,13 @@ fn report(stats: &Stats, recorded_in: Duration, stored_in: Duration, pulled: &Pu
             .map_or("n/a".into(), |m| format!("{m:.3} ms")),
     );
     println!(
-        "anonymization: {:?}, key_id {}, key from {:?}",
-        stats.anonymization,
+        "anonymization: {}, key_id {}, key from {}",
+        wire_name(&stats.anonymization),
         stats.key_id.as_deref().unwrap_or("none"),
-        stats.key_origin
+        stats
+            .key_origin
+            .as_ref()
+            .map_or_else(|| "nowhere".to_owned(), wire_name),
     );
     println!(
         "exports: {} increments, {} records, {} records missed (gaps), next cursor {} -> {}",
