@@ -478,3 +478,12 @@ fn undecodable_inputs_are_refused_by_serde() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn integers_beyond_i64_decode_as_floats_whatever_their_sign() -> Result<()> {
+    let big: arbiter_events::Value = serde_json::from_str("18446744073709551615")?;
+    let small: arbiter_events::Value = serde_json::from_str("-9223372036854775809")?;
+    assert!(matches!(big, arbiter_events::Value::Float(f) if f > 1.8e19));
+    assert!(matches!(small, arbiter_events::Value::Float(f) if f < -9.2e18));
+    Ok(())
+}

@@ -155,10 +155,9 @@ impl<'de> Visitor<'de> for ValueVisitor {
         Ok(Value::Int(v))
     }
 
-    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Value, E> {
-        i64::try_from(v)
-            .map(Value::Int)
-            .map_err(|_| E::custom(format!("integer {v} is larger than i64::MAX")))
+    /// An integer beyond `i64` becomes a float, as a negative one below `i64::MIN` does.
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(i64::try_from(v).map_or(Value::Float(v as f64), Value::Int))
     }
 
     fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
