@@ -234,14 +234,6 @@ struct RecordRef<'a> {
     event: &'a Event,
 }
 
-#[derive(Deserialize)]
-struct RecordRepr {
-    seq: u64,
-    time: i64,
-    #[serde(flatten)]
-    event: Event,
-}
-
 impl Serialize for Record {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         RecordRef {
@@ -253,13 +245,88 @@ impl Serialize for Record {
     }
 }
 
+/// Records are read field by field: `seq`, `time` and `type` first (as every export
+/// writes them), then the event's own fields straight into its struct, so nothing is
+/// buffered on the way (serde's internally tagged enums buffer the whole map). A map in
+/// another order (a sorted JSON object, say) is read through a buffer instead.
 impl<'de> Deserialize<'de> for Record {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Record, D::Error> {
-        let r = RecordRepr::deserialize(d)?;
+        d.deserialize_map(RecordVisitor)
+    }
+}
+
+struct RecordVisitor;
+
+/// A record whose fields come in another order: buffered as JSON, then read whole.
+#[derive(Deserialize)]
+struct BufferedRecord {
+    seq: u64,
+    time: i64,
+    #[serde(flatten)]
+    event: Event,
+}
+
+fn slow_record<'de, A: serde::de::MapAccess<'de>>(
+    first: std::borrow::Cow<'de, str>,
+    seq: Option<u64>,
+    time: Option<i64>,
+    kind: Option<EventKind>,
+    mut map: A,
+) -> Result<Record, A::Error> {
+    use serde::de::Error;
+    let mut fields = serde_json::Map::new();
+    fields.extend(seq.map(|v| ("seq".to_owned(), v.into())));
+    fields.extend(time.map(|v| ("time".to_owned(), v.into())));
+    fields.extend(kind.map(|k| ("type".to_owned(), k.as_str().into())));
+    fields.insert(first.into_owned(), map.next_value()?);
+    while let Some((k, v)) = map.next_entry::<String, serde_json::Value>()? {
+        fields.insert(k, v);
+    }
+    let r: BufferedRecord =
+        serde_json::from_value(serde_json::Value::Object(fields)).map_err(A::Error::custom)?;
+    Ok(Record {
+        seq: r.seq,
+        time: datetime(r.time),
+        event: r.event,
+    })
+}
+
+impl<'de> serde::de::Visitor<'de> for RecordVisitor {
+    type Value = Record;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a record map starting with `seq`, `time` and `type`")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Record, A::Error> {
+        use serde::de::Error;
+        let (mut seq, mut time, mut kind) = (None, None, None);
+        while seq.is_none() || time.is_none() || kind.is_none() {
+            let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? else {
+                return Err(A::Error::custom(
+                    "record ends before `seq`, `time` and `type`",
+                ));
+            };
+            match key.as_ref() {
+                "seq" if seq.is_none() => seq = Some(map.next_value::<u64>()?),
+                "time" if time.is_none() => time = Some(map.next_value::<i64>()?),
+                "type" if kind.is_none() => {
+                    let name = map.next_value::<std::borrow::Cow<'de, str>>()?;
+                    let k = EventKind::from_name(&name)
+                        .ok_or_else(|| A::Error::custom(format!("unknown event type `{name}`")))?;
+                    kind = Some(k);
+                }
+                _ => return slow_record(key, seq, time, kind, map),
+            }
+        }
+        let (Some(seq), Some(time), Some(kind)) = (seq, time, kind) else {
+            return Err(A::Error::custom("record without `seq`, `time` or `type`"));
+        };
+        let event = Event::from_fields(kind, serde::de::value::MapAccessDeserializer::new(map))?;
         Ok(Record {
-            seq: r.seq,
-            time: datetime(r.time),
-            event: r.event,
+            seq,
+            time: datetime(time),
+            event,
         })
     }
 }

@@ -106,6 +106,16 @@ macro_rules! kinds {
         }
 
         impl Event {
+            /// Reads the fields of an event of `kind` (everything but `type`).
+            pub(crate) fn from_fields<'de, D: serde::Deserializer<'de>>(
+                kind: EventKind,
+                fields: D,
+            ) -> Result<Event, D::Error> {
+                match kind {
+                    $(EventKind::$variant => $variant::deserialize(fields).map(Event::$variant),)*
+                }
+            }
+
             /// The kind of this event.
             pub const fn kind(&self) -> EventKind {
                 match self {
