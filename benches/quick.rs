@@ -108,6 +108,50 @@ fn throughput(c: &mut Criterion) {
             });
         }
     }
+    // The same with a consumer pulling increments all along: what readers cost ingest.
+    let mut steady = config(AnonymizationMode::Pseudonymize, Overflow::Block, 8192);
+    steady.retention.max_events = 500_000;
+    let collector = collector(steady);
+    group.throughput(Throughput::Elements((PER_PRODUCER * 2) as u64));
+    group.bench_function("anonymized/2_producers_while_exporting", |b| {
+        b.iter_batched(
+            || {
+                (0..2)
+                    .map(|p| events(PER_PRODUCER, p))
+                    .collect::<Vec<Vec<Event>>>()
+            },
+            |batches| {
+                let done = std::sync::atomic::AtomicBool::new(false);
+                thread::scope(|s| {
+                    s.spawn(|| {
+                        let mut cursor = collector
+                            .stats()
+                            .last_seq
+                            .map_or(Cursor::START, Cursor::after_seq);
+                        while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                            if let Ok(export) = collector.export(&ExportRequest::after(cursor)) {
+                                cursor = export.next_cursor();
+                                let _ = export.write_msgpack(std::io::sink());
+                            }
+                        }
+                    });
+                    thread::scope(|p| {
+                        for batch in batches {
+                            let collector = collector.clone();
+                            p.spawn(move || {
+                                for event in batch {
+                                    let _ = collector.record(event);
+                                }
+                            });
+                        }
+                    });
+                    let _ = collector.flush(FLUSH);
+                    done.store(true, std::sync::atomic::Ordering::Relaxed);
+                });
+            },
+            BatchSize::PerIteration,
+        );
+    });
     group.finish();
 }
 
