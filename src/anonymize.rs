@@ -215,7 +215,7 @@ fn digits(subkey: &[u8; 32], id: &str) -> Digits {
 }
 
 /// Writes `prefix` and `digits` over `out`, reusing its allocation when it is large enough.
-fn write_pseudonym(kind: IdKind, digits: &Digits, out: &mut String) {
+pub(crate) fn write_pseudonym(kind: IdKind, digits: &Digits, out: &mut String) {
     out.clear();
     out.reserve(kind.prefix().len() + digits.len());
     out.push_str(kind.prefix());

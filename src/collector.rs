@@ -53,6 +53,19 @@ impl Counters {
         }
     }
 
+    /// The drop and reject counts, and the events submitted and not yet resolved given
+    /// `stored`. Resolved counts are read before `submitted`, so nothing underflows.
+    fn in_flight(&self, stored: u64) -> (Dropped, u64, u64) {
+        let dropped = self.dropped();
+        let rejected = self.rejected.load(SeqCst);
+        let resolved = stored + dropped.total() + rejected;
+        (
+            dropped,
+            rejected,
+            self.submitted.load(SeqCst).saturating_sub(resolved),
+        )
+    }
+
     fn count(&self, error: &RecordError) {
         let counter = match error {
             RecordError::Invalid(_) => &self.rejected,
@@ -174,12 +187,7 @@ impl Shared {
     /// before `submitted`, so this never underflows.
     pub(crate) fn unresolved(&self) -> u64 {
         let stored = self.lock_store().next_seq() - 1;
-        let resolved =
-            stored + self.counters.dropped().total() + self.counters.rejected.load(SeqCst);
-        self.counters
-            .submitted
-            .load(SeqCst)
-            .saturating_sub(resolved)
+        self.counters.in_flight(stored).2
     }
 
     fn admit(&self) -> Result<(), RecordError> {
@@ -218,15 +226,14 @@ impl Shared {
         let first_retained_seq = (retained > 0).then(|| store.first_seq());
         let last_time = store.last_time();
         drop(store);
-        let dropped = self.counters.dropped();
-        let rejected = self.counters.rejected.load(SeqCst);
-        let submitted = self.counters.submitted.load(SeqCst);
+        let (dropped, rejected, in_flight) = self.counters.in_flight(stored);
+        let submitted = stored + dropped.total() + rejected + in_flight;
         Stats {
             submitted,
             stored,
             rejected,
             dropped,
-            in_flight: submitted.saturating_sub(stored + dropped.total() + rejected),
+            in_flight,
             retained,
             retained_bytes,
             pruned,

@@ -10,7 +10,7 @@ use std::io;
 
 use rmp::encode as mp;
 
-use crate::anonymize::{Anonymizer, IdKind};
+use crate::anonymize::{Anonymizer, IdKind, write_pseudonym};
 use crate::event::{
     AgentStatus, Attributes, Complexity, Event, OutcomeStatus, RoutingStrategy, Severity, Value,
 };
@@ -179,10 +179,9 @@ impl Encoder<'_> {
     fn pseudonym_string(&mut self, id: &str) -> String {
         match self.anonymizer.pseudonym(IdKind::Attribute, id) {
             None => id.to_owned(),
-            Some((prefix, digits)) => {
-                let mut s = String::with_capacity(prefix.len() + digits.len());
-                s.push_str(prefix);
-                s.extend(digits.iter().map(|&b| char::from(b)));
+            Some((_, digits)) => {
+                let mut s = String::new();
+                write_pseudonym(IdKind::Attribute, &digits, &mut s);
                 s
             }
         }
