@@ -245,16 +245,20 @@ pub enum KeyOrigin {
     File,
     /// The `ARBITER_EVENTS_KEY` environment variable.
     Environment,
+    /// The `key` file of the data directory, generated there once (owner-only
+    /// permissions) and reused by every collector that opens the directory.
+    DataDir,
     /// Generated at build and never stored: pseudonyms change with every collector.
     Ephemeral,
 }
 
-/// Picks the key: explicit, then config hex, then key file, then environment, then a
-/// random ephemeral key.
+/// Picks the key: explicit, then config hex, then key file, then environment, then the
+/// data directory's own key (made on first use), then a random ephemeral key.
 pub(crate) fn resolve_key(
     explicit: Option<AnonymizationKey>,
     config: &AnonymizationConfig,
-) -> Result<(AnonymizationKey, KeyOrigin), KeyError> {
+    data_dir: Option<&Path>,
+) -> Result<(AnonymizationKey, KeyOrigin), crate::BuildError> {
     if let Some(key) = explicit {
         return Ok((key, KeyOrigin::Explicit));
     }
@@ -269,6 +273,9 @@ pub(crate) fn resolve_key(
             source: Box::new(e),
         })?;
         return Ok((key, KeyOrigin::Environment));
+    }
+    if let Some(dir) = data_dir {
+        return Ok((crate::log::dir::key(dir)?, KeyOrigin::DataDir));
     }
     Ok((AnonymizationKey::generate()?, KeyOrigin::Ephemeral))
 }

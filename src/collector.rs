@@ -21,6 +21,7 @@ use crate::event::validate::Limits;
 use crate::event::{Attributes, Event, TaskStarted};
 use crate::execution::TaskExecution;
 use crate::export::{self, Export, ExportContext, ExportRequest};
+use crate::log::{LogWriter, dir as data_dir};
 use crate::stats::{Dropped, State, Stats, StoreView};
 use crate::store::{Bounds, Store};
 use crate::worker::{self, Msg};
@@ -152,6 +153,9 @@ pub(crate) struct Shared {
     paused: AtomicBool,
     closed: AtomicBool,
     pub(crate) store: Mutex<Store>,
+    /// The data directory's writer; locked before the store when both are.
+    log: Mutex<Option<LogWriter>>,
+    pub(crate) data_dir: Option<std::path::PathBuf>,
     config: Mutex<Config>,
     started_at: i64,
     mode: AnonymizationMode,
@@ -177,6 +181,27 @@ impl Shared {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    pub(crate) fn lock_log(&self) -> MutexGuard<'_, Option<LogWriter>> {
+        // The writer's state is consistent between calls.
+        self.log
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// How long until the data directory's interval sync is due (`MAX` when none is).
+    pub(crate) fn sync_due_in(&self) -> Duration {
+        self.lock_log()
+            .as_ref()
+            .and_then(LogWriter::sync_due_in)
+            .unwrap_or(Duration::MAX)
+    }
+
+    pub(crate) fn sync_log_at_close(&self) {
+        if let Some(log) = self.lock_log().as_mut() {
+            log.sync_at_close();
+        }
+    }
+
     fn lock_config(&self) -> MutexGuard<'_, Config> {
         self.config
             .lock()
@@ -186,7 +211,7 @@ impl Shared {
     /// Events submitted and neither stored nor counted yet. Resolved counts are read
     /// before `submitted`, so this never underflows.
     pub(crate) fn unresolved(&self) -> u64 {
-        let stored = self.lock_store().next_seq() - 1;
+        let stored = self.lock_store().stored();
         self.counters.in_flight(stored).2
     }
 
@@ -215,13 +240,15 @@ impl Shared {
     }
 
     fn stats(&self, queue_depth: usize) -> Stats {
+        let storage = self.lock_log().as_ref().map(LogWriter::stats);
         let store = self.lock_store();
         let view = StoreView {
             retained: store.retained(),
             lifetime: store.lifetime(),
         };
         let (kinds, tasks) = (view.kinds(), view.tasks());
-        let stored = store.next_seq() - 1;
+        let stored = store.stored();
+        let (recovered, next_seq) = (store.recovered(), store.next_seq());
         let (retained, retained_bytes, pruned) = (store.len(), store.bytes(), store.pruned());
         let first_retained_seq = (retained > 0).then(|| store.first_seq());
         let last_time = store.last_time();
@@ -238,7 +265,8 @@ impl Shared {
             retained_bytes,
             pruned,
             first_retained_seq,
-            last_seq: (stored > 0).then_some(stored),
+            last_seq: (next_seq > 1).then(|| next_seq - 1),
+            recovered,
             queue_depth,
             queue_capacity: self.queue_capacity,
             kinds,
@@ -249,6 +277,7 @@ impl Shared {
             anonymization: self.mode,
             key_id: self.key_id.clone(),
             key_origin: self.key_origin,
+            storage,
         }
     }
 }
@@ -289,10 +318,19 @@ impl CollectorBuilder {
         let config = self.config;
         config.validate()?;
         let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock::new()));
+        let dir = config.storage.data_dir.clone();
+        // Lock first: the directory's key and segments are this writer's alone.
+        let lock = match &dir {
+            Some(dir) => {
+                data_dir::create(dir)?;
+                Some(data_dir::lock(dir)?)
+            }
+            None => None,
+        };
         let a = &config.anonymization;
         let (anonymizer, key_id, key_origin) = match a.mode {
             AnonymizationMode::Pseudonymize => {
-                let (key, origin) = resolve_key(self.key, a)?;
+                let (key, origin) = resolve_key(self.key, a, dir.as_deref())?;
                 (Anonymizer::new(&key, a), Some(key.key_id()), Some(origin))
             }
             AnonymizationMode::Off => (
@@ -300,6 +338,19 @@ impl CollectorBuilder {
                 None,
                 None,
             ),
+        };
+        let mut store = Store::new(bounds(&config));
+        let log = match (&dir, lock) {
+            (Some(dir), Some(lock)) => {
+                let key_bytes = crate::log::key_id_bytes(key_id.as_deref());
+                let writer =
+                    LogWriter::open(dir, lock, &config.storage, key_bytes, |meta, bytes| {
+                        store.push_recovered(meta, bytes);
+                    })?;
+                store.finish_recovery(writer.next_seq());
+                Some(writer)
+            }
+            _ => None,
         };
         let mut prefix = [0u8; 8];
         getrandom::fill(&mut prefix).map_err(|e| KeyError::Random {
@@ -314,7 +365,9 @@ impl CollectorBuilder {
             clock,
             paused: AtomicBool::new(false),
             closed: AtomicBool::new(false),
-            store: Mutex::new(Store::new(bounds(&config))),
+            store: Mutex::new(store),
+            log: Mutex::new(log),
+            data_dir: dir,
             mode: a.mode,
             key_id,
             key_origin,
@@ -653,7 +706,8 @@ impl Collector {
             Err(SendTimeoutError::Disconnected(_)) => return Err(FlushError::ShutDown),
         }
         match ack_rx.recv_deadline(deadline) {
-            Ok(()) => Ok(()),
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(reason)) => Err(FlushError::Storage { reason }),
             Err(RecvTimeoutError::Timeout) => Err(FlushError::Timeout(timeout)),
             Err(RecvTimeoutError::Disconnected) => Err(FlushError::ShutDown),
         }
@@ -678,6 +732,7 @@ impl Collector {
             now: shared.clock.now_unix_nanos(),
             anonymization: shared.mode,
             key_id: shared.key_id.clone(),
+            data_dir: shared.data_dir.as_deref(),
         };
         export::export(ctx, request)
     }
@@ -741,7 +796,12 @@ impl Collector {
     /// Events still queued are stored after the clear; call [`flush`](Self::flush)
     /// first for a clean cut.
     pub fn clear(&self) -> u64 {
-        self.shared().lock_store().clear()
+        let shared = self.shared();
+        let mut log = shared.lock_log();
+        if let Some(log) = log.as_mut() {
+            log.clear();
+        }
+        shared.lock_store().clear()
     }
 
     /// Stops accepting events, stores everything queued, and stops the worker.

@@ -63,6 +63,86 @@ pub const DEFAULT_TICK_MS: u64 = 250;
 /// The largest `worker.tick_ms` accepted.
 pub const MAX_TICK_MS: u64 = 60_000;
 
+/// Default of `storage.durability`: `fsync` after every batch, so a completed `flush`
+/// means the records are on disk.
+pub const DEFAULT_DURABILITY: Durability = Durability::EveryBatch;
+/// Default of `storage.segment_bytes`: segment files roll at 64 MiB.
+pub const DEFAULT_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+/// The smallest `storage.segment_bytes` accepted.
+pub const MIN_SEGMENT_BYTES: u64 = 4096;
+/// The largest `storage.segment_bytes` accepted.
+pub const MAX_SEGMENT_BYTES: u64 = 1 << 32;
+/// Default of `storage.max_disk_bytes`: 4 GiB of segment files.
+pub const DEFAULT_MAX_DISK_BYTES: u64 = 4 * 1024 * 1024 * 1024;
+/// Default of `storage.on_damage`: refuse to open a damaged directory.
+pub const DEFAULT_ON_DAMAGE: OnDamage = OnDamage::Fail;
+
+/// When segment writes are made durable with `fsync`.
+///
+/// In TOML: `durability = "buffered"`, `durability = "every_batch"`, or
+/// `durability = { interval_ms = 200 }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "DurabilityRepr", into = "DurabilityRepr")]
+pub enum Durability {
+    /// Written to the operating system after every batch, never synced: survives a
+    /// crash of the process, not of the machine.
+    Buffered,
+    /// Synced after every batch: a completed [`flush`](crate::Collector::flush) means
+    /// on disk.
+    EveryBatch,
+    /// Synced when this much time has passed since the last sync (checked after every
+    /// batch and on the idle tick), and on `flush`.
+    Interval(Duration),
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+enum DurabilityRepr {
+    Buffered,
+    EveryBatch,
+    IntervalMs(u64),
+}
+
+impl From<DurabilityRepr> for Durability {
+    fn from(r: DurabilityRepr) -> Durability {
+        match r {
+            DurabilityRepr::Buffered => Durability::Buffered,
+            DurabilityRepr::EveryBatch => Durability::EveryBatch,
+            DurabilityRepr::IntervalMs(ms) => Durability::Interval(Duration::from_millis(ms)),
+        }
+    }
+}
+
+impl From<Durability> for DurabilityRepr {
+    fn from(d: Durability) -> DurabilityRepr {
+        match d {
+            Durability::Buffered => DurabilityRepr::Buffered,
+            Durability::EveryBatch => DurabilityRepr::EveryBatch,
+            Durability::Interval(d) => DurabilityRepr::IntervalMs(whole_ms(d)),
+        }
+    }
+}
+
+/// A wait as whole milliseconds, rounded up so it stays valid, within TOML's integers.
+fn whole_ms(d: Duration) -> u64 {
+    let ms = d.as_nanos().div_ceil(1_000_000);
+    u64::try_from(ms)
+        .unwrap_or(MAX_TOML_INTEGER)
+        .min(MAX_TOML_INTEGER)
+}
+
+/// What opening a data directory does when a segment is damaged before its end (a torn
+/// tail at the very end is always cut back and reported).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnDamage {
+    /// Refuse to open, naming the segment and byte offset.
+    Fail,
+    /// Keep the valid frames, move the damaged bytes aside to `<segment>.damaged`, and
+    /// report the lost seqs as a gap (reason `damaged`).
+    Truncate,
+}
+
 /// What `record` does when the queue is full.
 ///
 /// In TOML: `overflow = "drop_newest"`, `overflow = "block"`, or
@@ -102,14 +182,7 @@ impl From<Overflow> for OverflowRepr {
         match o {
             Overflow::DropNewest => OverflowRepr::DropNewest,
             Overflow::Block => OverflowRepr::Block,
-            Overflow::BlockFor(d) => {
-                let ms = d.as_nanos().div_ceil(1_000_000);
-                OverflowRepr::BlockForMs(
-                    u64::try_from(ms)
-                        .unwrap_or(MAX_TOML_INTEGER)
-                        .min(MAX_TOML_INTEGER),
-                )
-            }
+            Overflow::BlockFor(d) => OverflowRepr::BlockForMs(whole_ms(d)),
         }
     }
 }
@@ -170,6 +243,37 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// The ingest worker.
     pub worker: WorkerConfig,
+    /// The data directory (fixed at build).
+    pub storage: StorageConfig,
+}
+
+/// The data directory: segment files that survive crashes and restarts (fixed at build).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct StorageConfig {
+    /// Where records are kept on disk; `None` keeps them in memory only.
+    pub data_dir: Option<PathBuf>,
+    /// When writes are synced to disk.
+    pub durability: Durability,
+    /// A segment file rolls when the next record would take it past this size.
+    pub segment_bytes: u64,
+    /// The most bytes of segment files kept; the oldest whole segments go first.
+    pub max_disk_bytes: u64,
+    /// What opening does with a segment damaged before its end.
+    pub on_damage: OnDamage,
+}
+
+impl Default for StorageConfig {
+    fn default() -> StorageConfig {
+        StorageConfig {
+            data_dir: None,
+            durability: DEFAULT_DURABILITY,
+            segment_bytes: DEFAULT_SEGMENT_BYTES,
+            max_disk_bytes: DEFAULT_MAX_DISK_BYTES,
+            on_damage: DEFAULT_ON_DAMAGE,
+        }
+    }
 }
 
 /// The channel between producers and the ingest worker.
@@ -253,6 +357,7 @@ impl Default for Config {
             anonymization: AnonymizationConfig::default(),
             limits: LimitsConfig::default(),
             worker: WorkerConfig::default(),
+            storage: StorageConfig::default(),
         }
     }
 }
@@ -453,6 +558,36 @@ impl Config {
             MAX_BATCH_SIZE,
         )?;
         range("worker.tick_ms", self.worker.tick_ms, 1, MAX_TICK_MS)?;
+        let st = &self.storage;
+        if let Durability::Interval(d) = st.durability
+            && d.is_zero()
+        {
+            return Err(ConfigError::OutOfRange {
+                field: "storage.durability.interval_ms",
+                value: 0,
+                min: 1,
+                max: MAX_TOML_INTEGER,
+            });
+        }
+        range(
+            "storage.segment_bytes",
+            st.segment_bytes,
+            MIN_SEGMENT_BYTES,
+            MAX_SEGMENT_BYTES,
+        )?;
+        range(
+            "storage.max_disk_bytes",
+            st.max_disk_bytes,
+            st.segment_bytes,
+            MAX_TOML_INTEGER,
+        )?;
+        if st
+            .data_dir
+            .as_ref()
+            .is_some_and(|d| d.as_os_str().is_empty())
+        {
+            return Err(ConfigError::EmptyDataDir);
+        }
         Ok(())
     }
 
@@ -467,6 +602,9 @@ impl Config {
             return Err(ConfigError::NotLive {
                 field: "anonymization",
             });
+        }
+        if self.storage != next.storage {
+            return Err(ConfigError::NotLive { field: "storage" });
         }
         Ok(())
     }

@@ -41,6 +41,9 @@ pub enum ConfigError {
         /// The field or section.
         field: &'static str,
     },
+    /// `storage.data_dir` is an empty path.
+    #[error("storage.data_dir must not be empty; leave it out to keep records in memory only")]
+    EmptyDataDir,
     /// The TOML is malformed or names an unknown key.
     #[error("invalid configuration: {0}")]
     Parse(#[source] Box<toml::de::Error>),
@@ -67,6 +70,9 @@ pub enum BuildError {
     /// No anonymization key could be had.
     #[error(transparent)]
     Key(#[from] KeyError),
+    /// The data directory could not be opened or recovered.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
     /// The ingest worker thread could not be started.
     #[error("cannot start the ingest worker thread: {0}")]
     Spawn(#[source] std::io::Error),
@@ -140,7 +146,7 @@ pub enum CompleteError {
 }
 
 /// A flush did not complete.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum FlushError {
     /// The worker did not catch up within the timeout.
@@ -149,6 +155,13 @@ pub enum FlushError {
     /// The collector is shut down.
     #[error("flush failed: the collector is shut down")]
     ShutDown,
+    /// Records are in memory, but writing or syncing the data directory failed since
+    /// the last flush; `storage.last_error` in the stats says more.
+    #[error("flush failed: cannot write the data directory: {reason}")]
+    Storage {
+        /// The I/O error, with the path.
+        reason: String,
+    },
 }
 
 /// An export could not be made, written or read.
@@ -223,6 +236,97 @@ pub enum ExportError {
     /// A value could not be encoded.
     #[error("cannot encode export: {0}")]
     Encode(String),
+    /// The data directory could not be read.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// The data directory could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    /// A file operation failed.
+    #[error("cannot {op} {path}: {source}")]
+    Io {
+        /// What was being done, e.g. `create segment`.
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Another collector holds the directory's lock.
+    #[error(
+        "data directory {path} is in use by another writer; stop it, or point storage.data_dir elsewhere (readers need no lock)"
+    )]
+    Locked {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// The path is not a data directory.
+    #[error("{path} is not a data directory (no `segments` folder); record into it first")]
+    NotADataDir {
+        /// The path given.
+        path: PathBuf,
+    },
+    /// A segment is damaged before its end.
+    #[error(
+        "segment {path} is damaged at byte {offset} (expected seq {expected_seq}): {reason}; {bytes_after} bytes follow; run `arbiter-events verify` and reopen with storage.on_damage = \"truncate\" to keep the valid frames"
+    )]
+    Damaged {
+        /// The segment file.
+        path: PathBuf,
+        /// Where the damage starts.
+        offset: u64,
+        /// The seq the frame there should have had.
+        expected_seq: u64,
+        /// What is wrong.
+        reason: String,
+        /// Bytes of the file from the damage on.
+        bytes_after: u64,
+    },
+    /// A consumer name is not usable as a file name.
+    #[error(
+        "consumer name {name:?} is invalid: use 1 to 64 ASCII letters, digits, `-`, `_` or `.`, not starting with `.`"
+    )]
+    InvalidConsumer {
+        /// The name given.
+        name: String,
+    },
+    /// A committed cursor file cannot be read.
+    #[error("cursor file {path} is corrupt: {reason}; delete it to pull from the start")]
+    BadCursor {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A cursor to commit is ahead of the last record on disk.
+    #[error(
+        "cannot commit cursor {after} for consumer {consumer:?}: the last seq on disk is {last_seq}"
+    )]
+    CursorAhead {
+        /// The consumer.
+        consumer: String,
+        /// The cursor given.
+        after: u64,
+        /// The last seq in the directory (0 if none).
+        last_seq: u64,
+    },
+}
+
+impl StorageError {
+    /// A closure turning an I/O error into [`StorageError::Io`] about `path`.
+    pub(crate) fn io<'a>(
+        op: &'static str,
+        path: &'a std::path::Path,
+    ) -> impl FnOnce(std::io::Error) -> StorageError + 'a {
+        move |source| StorageError::Io {
+            op,
+            path: path.to_owned(),
+            source,
+        }
+    }
 }
 
 /// A shutdown did not resolve every event in time.

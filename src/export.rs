@@ -11,7 +11,7 @@ use crate::clock::{datetime, unix_nanos};
 use crate::config::AnonymizationMode;
 use crate::error::ExportError;
 use crate::event::{Event, EventKind};
-use crate::store::Store;
+use crate::store::{Meta, Store};
 
 /// The `format` of every export header.
 pub const EXPORT_FORMAT: &str = "arbiter-events/export";
@@ -141,6 +141,10 @@ pub enum GapReason {
     Capacity,
     /// Removed by `clear`.
     Cleared,
+    /// Damaged on disk and set aside when the data directory was opened.
+    Damaged,
+    /// Never written to the data directory: the write failed (see `storage.last_error`).
+    Unpersisted,
     /// Several of these.
     Mixed,
 }
@@ -428,116 +432,257 @@ pub(crate) struct ExportContext<'a> {
     pub(crate) now: i64,
     pub(crate) anonymization: AnonymizationMode,
     pub(crate) key_id: Option<String>,
+    /// The data directory, for records no longer in memory.
+    pub(crate) data_dir: Option<&'a std::path::Path>,
 }
 
-/// Builds an export, holding the store's lock for at most [`EXPORT_CHUNK`] records at a time.
-pub(crate) fn export(ctx: ExportContext<'_>, req: &ExportRequest) -> Result<Export, ExportError> {
-    req.validate()?;
-    let since = req.since.map(unix_nanos);
-    let until = req.until.map(unix_nanos);
-    let mut cursor = req.after.seq();
-    let mut gap = None;
-    let mut records = Vec::new();
-    let (mut count, mut first_seq, mut last_seq) = (0u64, None, None);
-    let mut end = None;
-    loop {
-        let mut store = ctx
-            .store
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let end_seq = match end {
-            None => {
-                store.prune_expired(ctx.now);
-                let next = store.next_seq();
-                if cursor >= next {
-                    return Err(ExportError::CursorAhead {
-                        after: cursor,
-                        last_seq: next - 1,
-                    });
+/// Collects one export's records as a source (memory or segments) offers them in seq
+/// order, applying the request's filters and moving the cursor.
+#[derive(Debug)]
+pub(crate) struct Builder<'r> {
+    req: &'r ExportRequest,
+    since: Option<i64>,
+    until: Option<i64>,
+    cursor: u64,
+    gap: Option<Gap>,
+    records: Vec<u8>,
+    count: u64,
+    first_seq: Option<u64>,
+    last_seq: Option<u64>,
+    /// The key id of the records taken: set by the first source, `None` inside when
+    /// they are not pseudonymized.
+    key_id: Option<Option<String>>,
+    done: bool,
+}
+
+impl<'r> Builder<'r> {
+    pub(crate) fn new(req: &'r ExportRequest) -> Result<Builder<'r>, ExportError> {
+        req.validate()?;
+        Ok(Builder {
+            req,
+            since: req.since.map(unix_nanos),
+            until: req.until.map(unix_nanos),
+            cursor: req.after.seq(),
+            gap: None,
+            records: Vec::new(),
+            count: 0,
+            first_seq: None,
+            last_seq: None,
+            key_id: None,
+            done: false,
+        })
+    }
+
+    /// The last seq passed.
+    pub(crate) fn cursor(&self) -> u64 {
+        self.cursor
+    }
+
+    /// Whether the export is complete (limit or `until` reached).
+    pub(crate) fn done(&self) -> bool {
+        self.done
+    }
+
+    /// Records up to `to_seq` that the cursor has not passed are gone, for `reason`.
+    /// An export carries one gap, at its start: a gap after other records were passed
+    /// ends the export (`false`), and the next export starts with it.
+    pub(crate) fn gap_through(&mut self, to_seq: u64, reason: GapReason) -> bool {
+        if to_seq <= self.cursor {
+            return true;
+        }
+        match &mut self.gap {
+            Some(gap) if gap.to_seq == self.cursor => {
+                gap.to_seq = to_seq;
+                if gap.reason != reason {
+                    gap.reason = GapReason::Mixed;
                 }
-                let first = store.first_seq();
-                if cursor + 1 < first {
-                    let reason = store.removal_reason(cursor + 1, first - 1);
-                    gap = Some(Gap {
-                        from_seq: cursor + 1,
-                        to_seq: first - 1,
-                        reason,
-                    });
-                    cursor = first - 1;
-                }
-                if req.kinds.is_none() {
-                    // The records ahead, at the store's mean size: one allocation, not a
-                    // series of doublings.
-                    let ahead = (next - 1)
-                        .saturating_sub(cursor)
-                        .min(req.limit.unwrap_or(u64::MAX));
-                    let mean = store.bytes() / store.len().max(1);
-                    records.reserve(to_usize(ahead.saturating_mul(mean).min(store.bytes())));
-                }
-                if let Some(since) = since {
-                    cursor = cursor.max(store.first_seq_at(since) - 1);
-                }
-                *end.insert(next)
             }
-            // Records removed while the lock was released: stop here, the next export
-            // reports them as a gap.
-            Some(_) if store.first_seq() > cursor + 1 => break,
-            Some(end_seq) => end_seq,
+            None if self.cursor == self.req.after.seq() => {
+                self.gap = Some(Gap {
+                    from_seq: self.cursor + 1,
+                    to_seq,
+                    reason,
+                });
+            }
+            _ => {
+                self.done = true;
+                return false;
+            }
+        }
+        self.cursor = to_seq;
+        true
+    }
+
+    /// Moves the cursor past records before `since` without looking at them.
+    pub(crate) fn skip_through(&mut self, seq: u64) {
+        self.cursor = self.cursor.max(seq);
+    }
+
+    /// Takes the records' key id; `false` when records under another key were already
+    /// taken (the export stops there; the next one continues under the new key).
+    pub(crate) fn key(&mut self, key_id: Option<String>) -> bool {
+        match &self.key_id {
+            Some(k) if *k != key_id => {
+                if self.count > 0 {
+                    self.done = true;
+                    return false;
+                }
+                self.key_id = Some(key_id);
+                true
+            }
+            Some(_) => true,
+            None => {
+                self.key_id = Some(key_id);
+                true
+            }
+        }
+    }
+
+    /// Reserves room for about `bytes` more record bytes.
+    pub(crate) fn reserve(&mut self, bytes: u64) {
+        self.records.reserve(to_usize(bytes));
+    }
+
+    /// Offers the next record; `false` once the export is complete.
+    pub(crate) fn offer(&mut self, meta: &Meta, bytes: &[u8]) -> bool {
+        if self.done
+            || self.until.is_some_and(|u| meta.time >= u)
+            || self.req.limit.is_some_and(|l| self.count >= l)
+        {
+            self.done = true;
+            return false;
+        }
+        self.cursor = meta.seq;
+        if self.since.is_some_and(|s| meta.time < s)
+            || self
+                .req
+                .kinds
+                .as_ref()
+                .is_some_and(|k| !k.contains(&meta.kind))
+        {
+            return true;
+        }
+        self.records.extend_from_slice(bytes);
+        self.count += 1;
+        self.first_seq.get_or_insert(meta.seq);
+        self.last_seq = Some(meta.seq);
+        true
+    }
+
+    /// The export, its records under `key_id` unless a source set another.
+    pub(crate) fn finish(self, key_id: Option<String>) -> Export {
+        let key_id = self.key_id.unwrap_or(key_id);
+        let header = ExportHeader {
+            format: EXPORT_FORMAT.to_owned(),
+            version: EXPORT_VERSION,
+            anonymization: if key_id.is_some() {
+                AnonymizationMode::Pseudonymize
+            } else {
+                AnonymizationMode::Off
+            },
+            key_id,
+            after: self.req.after.seq(),
+            next_cursor: self.cursor,
+            gap: self.gap,
+            since: self.since,
+            until: self.until,
+            kinds: self.req.kinds.clone(),
+            limit: self.req.limit,
+            count: self.count,
+            first_seq: self.first_seq,
+            last_seq: self.last_seq,
         };
-        let mut finished = true;
-        for (examined, entry) in store.starting_at(cursor + 1).enumerate() {
-            if entry.meta.seq >= end_seq
-                || until.is_some_and(|u| entry.meta.time >= u)
-                || req.limit.is_some_and(|l| count >= l)
-            {
+        // One pass over the whole buffer lets BLAKE3 hash many chunks at once.
+        let checksum = blake3::hash(&self.records).to_hex().to_string();
+        Export {
+            header,
+            records: self.records,
+            checksum,
+        }
+    }
+}
+
+/// Builds an export, holding the store's lock for at most [`EXPORT_CHUNK`] records at a
+/// time; records older than the memory window come from the data directory.
+pub(crate) fn export(ctx: ExportContext<'_>, req: &ExportRequest) -> Result<Export, ExportError> {
+    let mut b = Builder::new(req)?;
+    let key_id = match ctx.anonymization {
+        AnonymizationMode::Pseudonymize => ctx.key_id.clone(),
+        AnonymizationMode::Off => None,
+    };
+    let lock = || {
+        ctx.store
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    };
+    let (end_seq, memory_first, cutoff) = {
+        let mut store = lock();
+        store.prune_expired(ctx.now);
+        let next = store.next_seq();
+        if b.cursor() >= next {
+            return Err(ExportError::CursorAhead {
+                after: b.cursor(),
+                last_seq: next - 1,
+            });
+        }
+        (next, store.first_seq(), store.cutoff(ctx.now))
+    };
+    if b.cursor() + 1 < memory_first
+        && let Some(root) = ctx.data_dir
+    {
+        crate::log::export_from_disk(root, &mut b, Some(memory_first), Some(cutoff))?;
+        if b.done() || b.cursor() + 1 < memory_first {
+            return Ok(b.finish(key_id));
+        }
+    }
+    if !b.key(key_id.clone()) {
+        return Ok(b.finish(key_id));
+    }
+    let mut first_pass = true;
+    loop {
+        let store = lock();
+        let first = store.first_seq();
+        if b.cursor() + 1 < first {
+            if !first_pass {
+                // Records removed while the lock was released: stop here, the next
+                // export reports them as a gap.
                 break;
             }
-            if examined == EXPORT_CHUNK {
+            if !b.gap_through(first - 1, store.removal_reason(b.cursor() + 1, first - 1)) {
+                break;
+            }
+        }
+        if first_pass {
+            first_pass = false;
+            if req.kinds.is_none() {
+                // The records ahead, at the store's mean size: one allocation, not a
+                // series of doublings.
+                let ahead = (end_seq - 1)
+                    .saturating_sub(b.cursor())
+                    .min(req.limit.unwrap_or(u64::MAX));
+                let mean = store.bytes() / store.len().max(1);
+                b.reserve(ahead.saturating_mul(mean).min(store.bytes()));
+            }
+            if let Some(since) = b.since {
+                b.skip_through(store.first_seq_at(since) - 1);
+            }
+        }
+        let mut finished = true;
+        for (examined, entry) in store.starting_at(b.cursor() + 1).enumerate() {
+            if entry.meta.seq >= end_seq || !b.offer(&entry.meta, store.bytes_of(entry)) {
+                break;
+            }
+            if examined + 1 == EXPORT_CHUNK {
                 finished = false;
                 break;
             }
-            cursor = entry.meta.seq;
-            if req
-                .kinds
-                .as_ref()
-                .is_some_and(|k| !k.contains(&entry.meta.kind))
-            {
-                continue;
-            }
-            let bytes = store.bytes_of(entry);
-            records.extend_from_slice(bytes);
-            count += 1;
-            first_seq.get_or_insert(entry.meta.seq);
-            last_seq = Some(entry.meta.seq);
         }
         drop(store);
         if finished {
             break;
         }
     }
-    let header = ExportHeader {
-        format: EXPORT_FORMAT.to_owned(),
-        version: EXPORT_VERSION,
-        anonymization: ctx.anonymization,
-        key_id: ctx.key_id,
-        after: req.after.seq(),
-        next_cursor: cursor,
-        gap,
-        since,
-        until,
-        kinds: req.kinds.clone(),
-        limit: req.limit,
-        count,
-        first_seq,
-        last_seq,
-    };
-    // One pass over the whole buffer lets BLAKE3 hash many chunks at once.
-    let checksum = blake3::hash(&records).to_hex().to_string();
-    Ok(Export {
-        header,
-        records,
-        checksum,
-    })
+    Ok(b.finish(key_id))
 }
 
 /// An export file read back and verified.

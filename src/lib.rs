@@ -63,6 +63,8 @@ mod error;
 mod event;
 mod execution;
 mod export;
+mod log;
+mod removal;
 mod stats;
 mod store;
 mod worker;
@@ -77,7 +79,7 @@ pub use collector::{
 pub use config::*;
 pub use error::{
     BuildError, CompleteError, ConfigError, ExportError, FlushError, RecordError, ShutdownError,
-    TryRecordError,
+    StorageError, TryRecordError,
 };
 pub use event::*;
 pub use execution::TaskExecution;
@@ -85,6 +87,7 @@ pub use export::{
     Cursor, EXPORT_FORMAT, EXPORT_VERSION, Export, ExportFile, ExportHeader, ExportRequest,
     ExportTrailer, Gap, GapReason, Record, read_export,
 };
+pub use log::{Damage, DataDir, RecoveryReport, SegmentReport, StorageStats, VerifyReport};
 pub use stats::{Dropped, KindCount, Pruned, State, Stats, TaskStats, TaskWindow};
 
 /// The README's examples, compiled and run as doctests.

@@ -175,15 +175,18 @@ pub enum State {
 ///
 /// The accounting identity holds in every snapshot:
 /// `submitted = stored + dropped.total() + rejected + in_flight` and
-/// `stored = retained + pruned.total()`. After a [`flush`](crate::Collector::flush)
+/// `stored + recovered = retained + pruned.total()`. After a [`flush`](crate::Collector::flush)
 /// with no concurrent producers, `in_flight` is 0.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct Stats {
     /// Events passed to `record`, `try_record` or an execution.
     pub submitted: u64,
-    /// Events assigned a `seq` and stored.
+    /// Events assigned a `seq` and stored by this collector.
     pub stored: u64,
+    /// Records loaded from the data directory when the collector was built (0 without
+    /// one): they are retained or pruned like stored ones.
+    pub recovered: u64,
     /// Events rejected by validation.
     pub rejected: u64,
     /// Events dropped, by reason.
@@ -222,6 +225,8 @@ pub struct Stats {
     pub key_id: Option<String>,
     /// Where the key came from, when pseudonymizing.
     pub key_origin: Option<KeyOrigin>,
+    /// The data directory, when there is one.
+    pub storage: Option<crate::log::StorageStats>,
 }
 
 impl Stats {

@@ -14,6 +14,7 @@ use std::collections::VecDeque;
 
 use crate::event::{EventKind, OutcomeStatus};
 use crate::export::GapReason;
+use crate::removal::RemovalLog;
 use crate::stats::{Pruned, Tally};
 
 /// How an execution ended, for the task tallies.
@@ -75,17 +76,6 @@ impl From<Removal> for GapReason {
     }
 }
 
-/// A run of removed seqs, all for one reason (or several, once merged).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct RemovedRange {
-    from: u64,
-    to: u64,
-    reason: GapReason,
-}
-
-/// The most removal ranges remembered; older ones merge (reason `mixed`).
-const MAX_REMOVED_RANGES: usize = 256;
-
 /// The store's bounds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Bounds {
@@ -107,8 +97,12 @@ pub(crate) struct Store {
     retained: Tally,
     lifetime: Tally,
     pruned: Pruned,
-    removed: VecDeque<RemovedRange>,
+    removed: RemovalLog,
     last_time: Option<i64>,
+    /// Records loaded by [`Store::push_recovered`] rather than stored by this collector.
+    recovered: u64,
+    /// The seq of the first record this collector stores (after any recovered ones).
+    base_seq: u64,
 }
 
 impl Store {
@@ -124,8 +118,10 @@ impl Store {
             retained: Tally::default(),
             lifetime: Tally::default(),
             pruned: Pruned::default(),
-            removed: VecDeque::new(),
+            removed: RemovalLog::default(),
             last_time: None,
+            recovered: 0,
+            base_seq: 1,
         }
     }
 
@@ -152,6 +148,30 @@ impl Store {
         self.lifetime.add(&meta);
         self.entries.push_back(entry);
         self.enforce_capacity();
+    }
+
+    /// Loads a record kept elsewhere (the data directory) into the window. The window
+    /// holds a run of consecutive seqs, so a jump in seqs starts it afresh.
+    pub(crate) fn push_recovered(&mut self, meta: Meta, bytes: &[u8]) {
+        if meta.seq != self.next_seq {
+            self.clear();
+            self.next_seq = meta.seq;
+        }
+        self.push(meta, bytes);
+    }
+
+    /// Ends loading: what was loaded counts as recovered (not stored, not pruned), and
+    /// numbering goes on at `next_seq` (at least one past the last record loaded).
+    pub(crate) fn finish_recovery(&mut self, next_seq: u64) {
+        if next_seq > self.next_seq {
+            self.clear();
+            self.next_seq = next_seq;
+        }
+        self.pruned = Pruned::default();
+        self.removed.clear();
+        self.lifetime = Tally::default();
+        self.recovered = self.len();
+        self.base_seq = self.next_seq;
     }
 
     /// Removes every record older than the retention period at `now`.
@@ -253,49 +273,28 @@ impl Store {
         }
         self.retained.remove(&entry.meta);
         self.pruned.count(why);
-        self.note_removed(entry.meta.seq, why.into());
-    }
-
-    fn note_removed(&mut self, seq: u64, reason: GapReason) {
-        if let Some(last) = self.removed.back_mut()
-            && last.reason == reason
-            && last.to + 1 == seq
-        {
-            last.to = seq;
-            return;
-        }
-        self.removed.push_back(RemovedRange {
-            from: seq,
-            to: seq,
-            reason,
-        });
-        if self.removed.len() > MAX_REMOVED_RANGES
-            && let (Some(a), Some(b)) = (self.removed.pop_front(), self.removed.pop_front())
-        {
-            self.removed.push_front(RemovedRange {
-                from: a.from,
-                to: b.to,
-                reason: GapReason::Mixed,
-            });
-        }
+        self.removed
+            .note(entry.meta.seq, entry.meta.seq, why.into());
     }
 
     /// Why the seqs `from..=to` (all removed) are gone.
     pub(crate) fn removal_reason(&self, from: u64, to: u64) -> GapReason {
-        let mut reasons = self
-            .removed
-            .iter()
-            .filter(|r| r.to >= from && r.from <= to)
-            .map(|r| r.reason);
-        match reasons.next() {
-            Some(first) if reasons.all(|r| r == first) => first,
-            _ => GapReason::Mixed,
-        }
+        self.removed.reason(from, to)
     }
 
     /// The seq of the oldest retained record, or the next seq when none is retained.
     pub(crate) fn first_seq(&self) -> u64 {
         self.entries.front().map_or(self.next_seq, |e| e.meta.seq)
+    }
+
+    /// Records this collector stored (not counting recovered ones).
+    pub(crate) fn stored(&self) -> u64 {
+        self.next_seq - self.base_seq
+    }
+
+    /// Records loaded from the data directory when the collector was built.
+    pub(crate) fn recovered(&self) -> u64 {
+        self.recovered
     }
 
     /// The seq the next record will get.
@@ -458,6 +457,6 @@ mod tests {
                 s.clear();
             }
         }
-        assert!(s.removed.len() <= MAX_REMOVED_RANGES);
+        assert!(s.removed.len() <= crate::removal::MAX_RANGES);
     }
 }

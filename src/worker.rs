@@ -12,14 +12,16 @@ use crate::anonymize::Anonymizer;
 use crate::collector::Shared;
 use crate::encode::encode_record;
 use crate::event::Event;
+use crate::log::{FrameRef, frame};
 use crate::store::{Meta, TaskEnd, TaskMeta};
 
 /// What travels from the handles to the worker.
 pub(crate) enum Msg {
     /// An event that passed validation.
     Event(Event),
-    /// Commit everything before this, then answer.
-    Flush(Sender<()>),
+    /// Commit everything before this (synced, when the durability policy syncs), then
+    /// answer with any data directory error since the last flush.
+    Flush(Sender<Result<(), String>>),
     /// Commit everything, resolve every event in flight (until `deadline`), then stop.
     Shutdown { deadline: Instant, done: Sender<()> },
 }
@@ -45,18 +47,27 @@ struct Worker {
     anonymizer: Anonymizer,
     next_seq: u64,
     last_time: i64,
-    /// Encoded but not yet committed: each record's meta and end offset in `encoded`.
-    pending: Vec<(Meta, usize)>,
+    /// Encoded but not yet committed: each record's meta and bytes in `encoded` (its
+    /// frame, header first, when there is a data directory).
+    pending: Vec<FrameRef>,
     encoded: Vec<u8>,
+    /// Whether records are framed for the data directory.
+    framed: bool,
 }
 
 impl Worker {
     fn new(shared: Arc<Shared>, anonymizer: Anonymizer) -> Worker {
+        // Numbering and time go on from what was recovered from the data directory.
+        let (next_seq, last_time) = {
+            let store = shared.lock_store();
+            (store.next_seq(), store.last_time().unwrap_or(i64::MIN))
+        };
         Worker {
+            framed: shared.data_dir.is_some(),
             shared,
             anonymizer,
-            next_seq: 1,
-            last_time: i64::MIN,
+            next_seq,
+            last_time,
             pending: Vec::new(),
             encoded: Vec::new(),
         }
@@ -64,10 +75,11 @@ impl Worker {
 
     fn run(mut self, rx: &Receiver<Msg>) {
         loop {
-            let msg = match rx.recv_timeout(self.shared.live.tick()) {
+            let wait = self.shared.live.tick().min(self.shared.sync_due_in());
+            let msg = match rx.recv_timeout(wait) {
                 Ok(msg) => msg,
                 Err(RecvTimeoutError::Timeout) => {
-                    self.commit();
+                    let _ = self.commit(false);
                     continue;
                 }
                 Err(RecvTimeoutError::Disconnected) => break,
@@ -77,7 +89,8 @@ impl Worker {
                 return;
             }
         }
-        self.commit();
+        let _ = self.commit(true);
+        self.shared.sync_log_at_close();
     }
 
     /// Handles `first` and up to a batch of what follows it; returns a shutdown request.
@@ -90,11 +103,10 @@ impl Worker {
             match msg {
                 Msg::Event(event) => self.ingest(event),
                 Msg::Flush(ack) => {
-                    self.commit();
-                    let _ = ack.send(());
+                    let _ = ack.send(self.commit(true));
                 }
                 Msg::Shutdown { deadline, done } => {
-                    self.commit();
+                    let _ = self.commit(true);
                     return Some((deadline, done));
                 }
             }
@@ -102,7 +114,7 @@ impl Worker {
                 next = rx.try_recv().ok();
             }
         }
-        self.commit();
+        let _ = self.commit(false);
         None
     }
 
@@ -127,7 +139,8 @@ impl Worker {
                 Err(RecvTimeoutError::Disconnected) => break,
             }
         }
-        self.commit();
+        let _ = self.commit(true);
+        self.shared.sync_log_at_close();
         let _ = done.send(());
     }
 
@@ -135,9 +148,13 @@ impl Worker {
         let time = self.shared.clock.now_unix_nanos().max(self.last_time);
         let seq = self.next_seq;
         let start = self.encoded.len();
+        if self.framed {
+            frame::begin(&mut self.encoded);
+        }
+        let payload = self.encoded.len();
         let encoded = encode_record(seq, time, &event, &mut self.anonymizer, &mut self.encoded);
         // The store addresses records with 32-bit lengths.
-        if encoded.is_err() || self.encoded.len() - start > u32::MAX as usize {
+        if encoded.is_err() || self.encoded.len() - payload > u32::MAX as usize {
             self.encoded.truncate(start);
             // Unreachable for events within the limits; still accounted for.
             self.shared.counters.rejected.fetch_add(1, Ordering::SeqCst);
@@ -160,26 +177,47 @@ impl Worker {
             kind: event.kind(),
             task,
         };
-        self.pending.push((meta, self.encoded.len()));
+        if self.framed {
+            frame::finish(&mut self.encoded, start, &meta);
+        }
+        self.pending.push(FrameRef {
+            meta,
+            start,
+            end: self.encoded.len(),
+        });
         self.next_seq += 1;
         self.last_time = time;
     }
 
-    /// Appends the pending records and prunes, in one short hold of the store's lock.
-    fn commit(&mut self) {
+    /// Writes the pending records to the data directory (syncing per the policy, or
+    /// forced by `flush`), appends them to the store and prunes, in one short hold of
+    /// the store's lock. Returns any data directory error since the last flush.
+    fn commit(&mut self, flush: bool) -> Result<(), String> {
         let now = self.shared.clock.now_unix_nanos();
-        let mut store = self.shared.lock_store();
-        let mut start = 0;
-        for (meta, end) in self.pending.drain(..) {
-            store.push(meta, &self.encoded[start..end]);
-            start = end;
+        let mut log = self.shared.lock_log();
+        let mut result = Ok(());
+        if let Some(log) = log.as_mut() {
+            log.append(&self.encoded, &self.pending);
+            result = log.commit(flush);
         }
+        let header = if self.framed { frame::HEADER_LEN } else { 0 };
+        let mut store = self.shared.lock_store();
+        for f in self.pending.drain(..) {
+            store.push(f.meta, &self.encoded[f.start + header..f.end]);
+        }
+        store.prune_expired(now);
+        let cutoff = store.cutoff(now);
+        drop(store);
+        if let Some(log) = log.as_mut() {
+            log.prune(cutoff);
+        }
+        drop(log);
         self.encoded.clear();
         // A batch of unusually large records must not pin its buffer for good.
         if self.encoded.capacity() > KEEP_BUFFER_BYTES {
             self.encoded = Vec::new();
         }
-        store.prune_expired(now);
+        result
     }
 }
 

@@ -9,7 +9,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use arbiter_events::{
-    AnonymizationMode, BuildError, Collector, Config, ConfigError, FreeText, KeyHex, Overflow,
+    AnonymizationMode, BuildError, Collector, Config, ConfigError, Durability, FreeText, KeyHex,
+    OnDamage, Overflow,
 };
 
 use common::Result;
@@ -74,6 +75,13 @@ fn full_config_sets_every_key_to_a_non_default_value() -> Result<()> {
     assert_eq!(config.limits.max_attribute_entries, 512);
     assert_eq!(config.worker.batch_size, 128);
     assert_eq!(config.worker.tick_ms, 100);
+    assert_eq!(
+        config.storage.durability,
+        Durability::Interval(Duration::from_millis(200))
+    );
+    assert_eq!(config.storage.segment_bytes, 1 << 20);
+    assert_eq!(config.storage.max_disk_bytes, 1 << 30);
+    assert_eq!(config.storage.on_damage, OnDamage::Truncate);
     // Every key of the default document is set in the full one, to something else.
     let default_doc: toml::Table = toml::from_str(&default.to_toml_string()?)?;
     let full_doc: toml::Table = toml::from_str(&common::read_text(FULL)?)?;
@@ -212,6 +220,21 @@ fn bad_configs() -> Vec<Bad> {
         bad("worker.tick_ms above max", |c| {
             c.worker.tick_ms = arbiter_events::MAX_TICK_MS + 1;
         }),
+        bad("storage.durability interval zero", |c| {
+            c.storage.durability = Durability::Interval(Duration::ZERO);
+        }),
+        bad("storage.segment_bytes below min", |c| {
+            c.storage.segment_bytes = arbiter_events::MIN_SEGMENT_BYTES - 1;
+        }),
+        bad("storage.segment_bytes above max", |c| {
+            c.storage.segment_bytes = arbiter_events::MAX_SEGMENT_BYTES + 1;
+        }),
+        bad("storage.max_disk_bytes below segment_bytes", |c| {
+            c.storage.max_disk_bytes = c.storage.segment_bytes - 1;
+        }),
+        bad("storage.data_dir empty", |c| {
+            c.storage.data_dir = Some(PathBuf::new());
+        }),
     ]
 }
 
@@ -221,12 +244,16 @@ fn is_expected_variant(name: &str, error: &ConfigError) -> bool {
         matches!(error, ConfigError::ConflictingKeySources)
     } else if name.contains("key_hex") {
         matches!(error, ConfigError::InvalidKey(_))
+    } else if name.contains("data_dir") {
+        matches!(error, ConfigError::EmptyDataDir)
     } else if name.contains("attribute_keys") {
         matches!(error, ConfigError::EmptyAttributeKey { index: 1 })
     } else {
         let field = name.split(' ').next().unwrap_or_default();
         let field = if field == "queue.overflow" {
             "queue.overflow.block_for_ms"
+        } else if field == "storage.durability" {
+            "storage.durability.interval_ms"
         } else {
             field
         };
@@ -324,7 +351,7 @@ fn unparsable() -> Vec<(&'static str, &'static str)> {
         ("unknown top-level key", "enable = true\n"),
         (
             "unknown section",
-            "[storage]\npath = \"/var/lib/arbiter\"\n",
+            "[persistence]\npath = \"/var/lib/arbiter\"\n",
         ),
         ("unknown key in a section", "[retention]\nmax_age = 60\n"),
         ("bad type", "[queue]\ncapacity = \"large\"\n"),

@@ -7,12 +7,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use arbiter_events::{
-    AgentRegistered, AgentStatus, AgentStatusChanged, Alternative, AnonymizationKey,
-    AnonymizationMode, Attributes, Baseline, Collector, Complexity, Config,
-    ConstitutionalValidation, Cursor, Custom, EvaluationOutcome, Event, Export, ExportRequest,
-    JudgmentRecorded, KEY_ENV, MinimalityEvaluated, OutcomeStatus, Overflow, RlTrainingMetrics,
-    RoutingDecision, RoutingStrategy, Severity, Stats, TaskOutcome, ThinkingBudgetAllocated,
-    ThinkingBudgetUsed, Violation,
+    AgentRegistered, AgentStatus, AgentStatusChanged, Alternative, Attributes, Baseline, Collector,
+    Complexity, Config, ConstitutionalValidation, Cursor, Custom, EvaluationOutcome, Event, Export,
+    ExportRequest, JudgmentRecorded, MinimalityEvaluated, OutcomeStatus, Overflow,
+    RlTrainingMetrics, RoutingDecision, RoutingStrategy, Severity, Stats, TaskOutcome,
+    ThinkingBudgetAllocated, ThinkingBudgetUsed, Violation,
 };
 use fastrand::Rng;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -42,7 +41,7 @@ pub(crate) struct Args {
     /// Seed of the simulation: the same seed records the same events.
     #[arg(long, default_value_t = 42)]
     seed: u64,
-    /// The data directory: the key and the exports live here.
+    /// The data directory: records, the key and the exports live here; runs accumulate.
     #[arg(long, default_value_os_t = default_data_dir())]
     data_dir: PathBuf,
     /// A TOML configuration file (default: the built-in defaults).
@@ -79,21 +78,10 @@ pub(crate) fn run(args: Args) -> CliResult {
             c
         }
     };
-    fs::create_dir_all(&args.data_dir).map_err(|e| {
-        format!(
-            "cannot create data directory {}: {e}",
-            args.data_dir.display()
-        )
-    })?;
-    let a = &config.anonymization;
-    if a.mode == AnonymizationMode::Pseudonymize
-        && a.key_hex.is_none()
-        && a.key_file.is_none()
-        && std::env::var_os(KEY_ENV).is_none()
-    {
-        config.anonymization.key_file = Some(ensure_key(&args.data_dir)?);
-    }
+    config.storage.data_dir = Some(args.data_dir.clone());
     let collector = Collector::new(config)?;
+    // This run's increments start after what earlier runs left in the directory.
+    let first_cursor = Cursor::after_seq(collector.stats().last_seq.unwrap_or(0));
     let run_dir =
         args.data_dir
             .join("exports")
@@ -123,7 +111,7 @@ pub(crate) fn run(args: Args) -> CliResult {
         let (collector, recording, dir) =
             (collector.clone(), Arc::clone(&recording), run_dir.clone());
         let interval = Duration::from_millis(args.pull_interval_ms.max(1));
-        thread::spawn(move || pull_while(&collector, &recording, &dir, interval))
+        thread::spawn(move || pull_while(&collector, &recording, &dir, interval, first_cursor))
     };
 
     let started = Instant::now();
@@ -158,25 +146,6 @@ pub(crate) fn run(args: Args) -> CliResult {
     report(&stats, recorded_in, stored_in, &pulled, &run_dir);
     collector.shutdown(DRAIN_TIMEOUT)?;
     Ok(())
-}
-
-/// The key file in the data directory, created once (owner-only) so pseudonyms stay
-/// stable from run to run.
-fn ensure_key(dir: &Path) -> Result<PathBuf, Box<dyn std::error::Error + Send + Sync>> {
-    let path = dir.join("key.hex");
-    if !path.exists() {
-        let key = AnonymizationKey::generate()?;
-        let tmp = dir.join("key.hex.tmp");
-        fs::write(&tmp, key.to_hex())
-            .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600))?;
-        }
-        fs::rename(&tmp, &path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    }
-    Ok(path)
 }
 
 fn unix_seconds() -> u64 {
@@ -233,8 +202,12 @@ fn pull_while(
     recording: &AtomicBool,
     dir: &Path,
     interval: Duration,
+    cursor: Cursor,
 ) -> Result<Pulled, Box<dyn std::error::Error + Send + Sync>> {
-    let mut pulled = Pulled::default();
+    let mut pulled = Pulled {
+        cursor,
+        ..Pulled::default()
+    };
     while recording.load(Ordering::SeqCst) {
         thread::sleep(interval);
         pulled.pull(collector, dir)?;

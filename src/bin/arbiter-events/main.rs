@@ -1,8 +1,13 @@
 //! The `arbiter-events` command line: a thin layer over the library.
 //!
-//! - `demo` simulates an arbiter on several threads and writes incremental exports.
-//! - `inspect FILE` verifies an export and prints its records as JSON Lines.
+//! - `demo` simulates an arbiter on several threads, recording into the data directory.
+//! - `export` writes an incremental export from the data directory (for a named
+//!   consumer, committing its cursor once the file is durable).
+//! - `stats` and `verify` read the data directory; `inspect FILE` reads an export.
+//!
+//! Every command that reads the data directory works while a collector writes it.
 
+mod data;
 mod demo;
 mod inspect;
 
@@ -27,20 +32,30 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Simulate an arbiter on several threads, then export what it recorded.
+    /// Simulate an arbiter on several threads, recording into the data directory.
     Demo(demo::Args),
+    /// Export records from the data directory as MessagePack.
+    Export(data::ExportArgs),
+    /// Print the data directory's counts and consumers as JSON.
+    Stats(data::DirArg),
+    /// Check every frame of every segment; exit code 2 when damage is found.
+    Verify(data::DirArg),
     /// Verify an export file and print its records as JSON Lines.
     Inspect(inspect::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let success = |r: CliResult| r.map(|()| ExitCode::SUCCESS);
     let result = match cli.command {
-        Command::Demo(args) => demo::run(args),
-        Command::Inspect(args) => inspect::run(args),
+        Command::Demo(args) => success(demo::run(args)),
+        Command::Export(args) => success(data::export(args)),
+        Command::Stats(args) => success(data::stats(args)),
+        Command::Verify(args) => data::verify(args),
+        Command::Inspect(args) => success(inspect::run(args)),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE

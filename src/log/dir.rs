@@ -1,0 +1,191 @@
+//! The data directory's files besides segments: the writer's lock, the key, committed
+//! consumer cursors, and the log of pruned ranges. Every replacement is atomic: write a
+//! temporary file, sync it, rename it over the old one, sync the directory.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::anonymize::AnonymizationKey;
+use crate::error::StorageError;
+use crate::removal::RemovalLog;
+
+/// The folder of segment files.
+pub(crate) const SEGMENTS: &str = "segments";
+/// The folder of committed consumer cursors.
+pub(crate) const CONSUMERS: &str = "consumers";
+/// The file the writer holds an exclusive lock on.
+pub(crate) const LOCK: &str = "LOCK";
+/// The key generated for the directory (64 hex digits, owner-only permissions).
+pub(crate) const KEY: &str = "key";
+/// The log of removed seq ranges (JSON).
+pub(crate) const PRUNED: &str = "pruned.json";
+
+/// Creates the directory and its folders if they are missing.
+pub(crate) fn create(dir: &Path) -> Result<(), StorageError> {
+    for sub in [SEGMENTS, CONSUMERS] {
+        let path = dir.join(sub);
+        std::fs::create_dir_all(&path).map_err(StorageError::io("create directory", &path))?;
+    }
+    Ok(())
+}
+
+/// An exclusive lock on a data directory, released when dropped (or when the process
+/// dies: the operating system releases it).
+#[derive(Debug)]
+pub(crate) struct DirLock {
+    _file: File,
+}
+
+/// Takes the writer's lock without waiting.
+pub(crate) fn lock(dir: &Path) -> Result<DirLock, StorageError> {
+    let path = dir.join(LOCK);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(StorageError::io("open lock file", &path))?;
+    match file.try_lock() {
+        Ok(()) => Ok(DirLock { _file: file }),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StorageError::Locked {
+            path: dir.to_owned(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(StorageError::io("lock", &path)(e)),
+    }
+}
+
+/// Syncs a directory so that files created, renamed or removed in it stay so.
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), StorageError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(StorageError::io("sync directory", dir))
+}
+
+/// Replaces `dir/name` with `bytes` atomically and durably.
+pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StorageError> {
+    let path = dir.join(name);
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let write = || -> std::io::Result<()> {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()
+    };
+    write().map_err(StorageError::io("write", &tmp))?;
+    std::fs::rename(&tmp, &path).map_err(StorageError::io("rename into place", &path))?;
+    sync_dir(dir)
+}
+
+/// The directory's own key: read if present, else generated and written owner-only.
+pub(crate) fn key(dir: &Path) -> Result<AnonymizationKey, crate::BuildError> {
+    let path = dir.join(KEY);
+    if path.exists() {
+        return Ok(AnonymizationKey::from_file(&path)?);
+    }
+    let key = AnonymizationKey::generate()?;
+    let mut options = OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let write = || -> std::io::Result<()> {
+        let mut f = options.open(&path)?;
+        f.write_all(format!("{}\n", key.to_hex()).as_bytes())?;
+        f.sync_all()
+    };
+    write().map_err(StorageError::io("write key file", &path))?;
+    sync_dir(dir)?;
+    Ok(key)
+}
+
+/// Reads the log of pruned ranges (empty when there is none yet).
+pub(crate) fn read_pruned(dir: &Path) -> Result<RemovalLog, StorageError> {
+    let path = dir.join(PRUNED);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StorageError::BadCursor {
+            path,
+            reason: e.to_string(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(RemovalLog::default()),
+        Err(e) => Err(StorageError::io("read", &path)(e)),
+    }
+}
+
+/// Replaces the log of pruned ranges.
+pub(crate) fn write_pruned(dir: &Path, log: &RemovalLog) -> Result<(), StorageError> {
+    // Serializing plain numbers and names cannot fail.
+    let bytes = serde_json::to_vec(log).unwrap_or_default();
+    write_atomic(dir, PRUNED, &bytes)
+}
+
+/// A consumer's committed position, as kept in `consumers/<name>.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CommittedCursor {
+    pub(crate) consumer: String,
+    pub(crate) after: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub(crate) committed_at: OffsetDateTime,
+}
+
+/// Checks a consumer name: it becomes a file name.
+pub(crate) fn check_consumer(name: &str) -> Result<(), StorageError> {
+    let ok = (1..=64).contains(&name.len())
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(StorageError::InvalidConsumer {
+            name: name.to_owned(),
+        })
+    }
+}
+
+fn cursor_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(CONSUMERS).join(format!("{name}.json"))
+}
+
+/// The consumer's committed cursor, `None` when it never committed.
+pub(crate) fn read_cursor(dir: &Path, name: &str) -> Result<Option<u64>, StorageError> {
+    check_consumer(name)?;
+    let path = cursor_path(dir, name);
+    let mut text = String::new();
+    match File::open(&path).and_then(|f| f.take(64 * 1024).read_to_string(&mut text)) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(StorageError::io("read", &path)(e)),
+    }
+    let committed: CommittedCursor =
+        serde_json::from_str(&text).map_err(|e| StorageError::BadCursor {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+    if committed.consumer != name {
+        return Err(StorageError::BadCursor {
+            path,
+            reason: format!("it belongs to consumer {:?}", committed.consumer),
+        });
+    }
+    Ok(Some(committed.after))
+}
+
+/// Commits the consumer's cursor atomically and durably.
+pub(crate) fn write_cursor(dir: &Path, name: &str, after: u64) -> Result<(), StorageError> {
+    check_consumer(name)?;
+    let committed = CommittedCursor {
+        consumer: name.to_owned(),
+        after,
+        committed_at: OffsetDateTime::now_utc(),
+    };
+    // Serializing a name, a number and a time cannot fail.
+    let mut bytes = serde_json::to_vec_pretty(&committed).unwrap_or_default();
+    bytes.push(b'\n');
+    let folder = dir.join(CONSUMERS);
+    std::fs::create_dir_all(&folder).map_err(StorageError::io("create directory", &folder))?;
+    write_atomic(&folder, &format!("{name}.json"), &bytes)
+}

@@ -1,0 +1,721 @@
+//! The durable log: segment files of checksummed frames in a data directory, written by
+//! the ingest worker, recovered when a collector opens the directory, pruned by whole
+//! segments, and read by exports from this or another process.
+
+pub(crate) mod dir;
+pub(crate) mod frame;
+mod read;
+pub(crate) mod segment;
+
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::config::{Durability, OnDamage, StorageConfig};
+use crate::error::StorageError;
+use crate::export::GapReason;
+use crate::removal::RemovalLog;
+use crate::stats::Pruned;
+use crate::store::{Meta, Removal};
+use segment::{OpenSegmentError, Scan, SegmentHeader, Step};
+
+pub(crate) use read::export_from_disk;
+pub use read::{DataDir, SegmentReport, VerifyReport};
+
+/// What opening the data directory found and repaired.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct RecoveryReport {
+    /// Segment files scanned.
+    pub segments: u64,
+    /// Valid records found.
+    pub records: u64,
+    /// Bytes cut from a torn tail (a write the process did not finish).
+    pub truncated_bytes: u64,
+    /// Frames, whole or partial, in the cut tail.
+    pub truncated_frames: u64,
+    /// Damage before the end of a segment, set aside under `on_damage = "truncate"`.
+    pub damage: Vec<Damage>,
+}
+
+/// Damaged bytes found by recovery and moved aside.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Damage {
+    /// The segment.
+    pub segment: PathBuf,
+    /// Where the damage starts.
+    pub offset: u64,
+    /// The seq the frame there should have had.
+    pub expected_seq: u64,
+    /// What is wrong.
+    pub reason: String,
+    /// Bytes moved aside, from `offset` to the end of the segment.
+    pub set_aside_bytes: u64,
+    /// Where they were moved.
+    pub set_aside_to: PathBuf,
+}
+
+/// The data directory's part of [`Stats`](crate::Stats).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct StorageStats {
+    /// The directory.
+    pub data_dir: PathBuf,
+    /// When writes are synced.
+    pub durability: Durability,
+    /// Segment files.
+    pub segments: u64,
+    /// Bytes of segment files.
+    pub disk_bytes: u64,
+    /// Records on disk.
+    pub records: u64,
+    /// The seq of the oldest record on disk.
+    pub first_seq: Option<u64>,
+    /// Every record up to this seq has been synced to disk (`None` before the first sync;
+    /// never set under `buffered`).
+    pub synced_through_seq: Option<u64>,
+    /// Records deleted from disk by this collector, by reason (whole segments).
+    pub pruned: Pruned,
+    /// Segment files deleted by this collector.
+    pub pruned_segments: u64,
+    /// Records that could not be written (they are in memory, not on disk).
+    pub unpersisted: u64,
+    /// Failed writes and syncs.
+    pub write_errors: u64,
+    /// The last write or sync error, with its path.
+    pub last_error: Option<String>,
+    /// What opening the directory found.
+    pub recovery: RecoveryReport,
+}
+
+/// One segment file as the writer knows it.
+#[derive(Debug, Clone)]
+struct SegmentInfo {
+    path: PathBuf,
+    first_seq: u64,
+    /// One past the last record's seq (`first_seq` when empty).
+    next_seq: u64,
+    bytes: u64,
+    first_time: Option<i64>,
+    last_time: Option<i64>,
+}
+
+impl SegmentInfo {
+    fn new(path: PathBuf, first_seq: u64) -> SegmentInfo {
+        SegmentInfo {
+            path,
+            first_seq,
+            next_seq: first_seq,
+            bytes: segment::HEADER_LEN as u64,
+            first_time: None,
+            last_time: None,
+        }
+    }
+
+    fn add(&mut self, meta: &Meta, frame_len: u64) {
+        self.next_seq = meta.seq + 1;
+        self.bytes += frame_len;
+        self.first_time.get_or_insert(meta.time);
+        self.last_time = Some(meta.time);
+    }
+
+    fn records(&self) -> u64 {
+        self.next_seq - self.first_seq
+    }
+}
+
+/// A record's frame in the worker's batch buffer: its meta and byte range.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FrameRef {
+    pub(crate) meta: Meta,
+    pub(crate) start: usize,
+    pub(crate) end: usize,
+}
+
+/// Appends the worker's frames to segment files, syncs per the durability policy and
+/// deletes whole expired segments. Owned through a mutex shared with `clear` and
+/// `stats`; only the worker appends.
+#[derive(Debug)]
+pub(crate) struct LogWriter {
+    root: PathBuf,
+    segments_dir: PathBuf,
+    _lock: dir::DirLock,
+    durability: Durability,
+    segment_bytes: u64,
+    max_disk_bytes: u64,
+    key_id: Option<[u8; 8]>,
+    closed: VecDeque<SegmentInfo>,
+    active: SegmentInfo,
+    /// `None` after a failed write, until the next append opens a fresh segment.
+    file: Option<File>,
+    disk_bytes: u64,
+    removed: RemovalLog,
+    last_sync: Instant,
+    dirty: bool,
+    synced_through: Option<u64>,
+    pruned: Pruned,
+    pruned_segments: u64,
+    unpersisted: u64,
+    write_errors: u64,
+    last_error: Option<String>,
+    /// An error since the last flush: the next flush reports it.
+    unreported: Option<String>,
+    recovery: RecoveryReport,
+}
+
+/// The key id bytes as segment headers keep them.
+pub(crate) fn key_id_bytes(key_id: Option<&str>) -> Option<[u8; 8]> {
+    let mut bytes = [0u8; 8];
+    hex::decode_to_slice(key_id?, &mut bytes).ok()?;
+    Some(bytes)
+}
+
+impl LogWriter {
+    /// Locks and recovers the directory, handing every valid record to `load` in seq
+    /// order, and opens a fresh segment for appending.
+    pub(crate) fn open(
+        root: &Path,
+        lock: dir::DirLock,
+        config: &StorageConfig,
+        key_id: Option<[u8; 8]>,
+        load: impl FnMut(Meta, &[u8]),
+    ) -> Result<LogWriter, StorageError> {
+        let segments_dir = root.join(dir::SEGMENTS);
+        let mut removed = dir::read_pruned(root)?;
+        let recovered = recover(&segments_dir, config.on_damage, &mut removed, load)?;
+        let mut closed = recovered.segments;
+        let next_seq = recovered.next_seq;
+        // An empty last segment is replaced: the new one may carry another key id.
+        if closed.back().is_some_and(|s| s.records() == 0)
+            && let Some(empty) = closed.pop_back()
+        {
+            std::fs::remove_file(&empty.path).map_err(StorageError::io("remove", &empty.path))?;
+        }
+        let disk_bytes = closed.iter().map(|s| s.bytes).sum();
+        let mut writer = LogWriter {
+            root: root.to_owned(),
+            active: SegmentInfo::new(segments_dir.join(segment::file_name(next_seq)), next_seq),
+            segments_dir,
+            _lock: lock,
+            durability: config.durability,
+            segment_bytes: config.segment_bytes,
+            max_disk_bytes: config.max_disk_bytes,
+            key_id,
+            closed,
+            file: None,
+            disk_bytes,
+            removed,
+            last_sync: Instant::now(),
+            dirty: false,
+            synced_through: next_seq.checked_sub(1).filter(|&s| s > 0),
+            pruned: Pruned::default(),
+            pruned_segments: 0,
+            unpersisted: 0,
+            write_errors: 0,
+            last_error: None,
+            unreported: None,
+            recovery: recovered.report,
+        };
+        writer.file = Some(writer.create_segment(next_seq)?);
+        writer.disk_bytes += writer.active.bytes;
+        if !recovered.noted.is_empty() {
+            dir::write_pruned(root, &writer.removed)?;
+        }
+        Ok(writer)
+    }
+
+    fn syncs(&self) -> bool {
+        self.durability != Durability::Buffered
+    }
+
+    /// Creates the segment file for `first_seq` (header written, synced unless
+    /// buffered) and makes it the active one.
+    fn create_segment(&mut self, first_seq: u64) -> Result<File, StorageError> {
+        let path = self.segments_dir.join(segment::file_name(first_seq));
+        let header = SegmentHeader {
+            first_seq,
+            key_id: self.key_id,
+        };
+        let create = || -> std::io::Result<File> {
+            // Never over an existing segment: its records would be lost.
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)?;
+            f.write_all(&header.encode())?;
+            Ok(f)
+        };
+        let file = create().map_err(StorageError::io("create segment", &path))?;
+        if self.syncs() {
+            file.sync_all()
+                .map_err(StorageError::io("sync segment", &path))?;
+            dir::sync_dir(&self.segments_dir)?;
+        }
+        self.active = SegmentInfo::new(path, first_seq);
+        Ok(file)
+    }
+
+    /// Closes the active segment (synced unless buffered) and starts one at `first_seq`.
+    fn roll(&mut self, first_seq: u64) -> Result<(), StorageError> {
+        if let Some(file) = self.file.take()
+            && self.dirty
+            && self.syncs()
+        {
+            file.sync_data()
+                .map_err(StorageError::io("sync segment", &self.active.path))?;
+            self.dirty = false;
+            self.synced_through = self.active.next_seq.checked_sub(1);
+        }
+        let done = std::mem::replace(
+            &mut self.active,
+            SegmentInfo::new(PathBuf::new(), first_seq),
+        );
+        if done.records() > 0 {
+            self.closed.push_back(done);
+        } else {
+            // Nothing in it: remove it rather than keep an empty file.
+            self.disk_bytes -= done.bytes;
+            let _ = std::fs::remove_file(&done.path);
+        }
+        let file = self.create_segment(first_seq)?;
+        self.disk_bytes += self.active.bytes;
+        self.file = Some(file);
+        Ok(())
+    }
+
+    fn failed(&mut self, error: &StorageError) {
+        self.write_errors += 1;
+        let text = error.to_string();
+        self.last_error = Some(text.clone());
+        self.unreported = Some(text);
+    }
+
+    /// Appends the frames (consecutive seqs) held in `buf`, rolling segments as they fill.
+    /// On a write error the partial write is cut off, the records not written are
+    /// counted as unpersisted, and the next append starts a fresh segment.
+    pub(crate) fn append(&mut self, buf: &[u8], frames: &[FrameRef]) {
+        let mut i = 0;
+        while i < frames.len() {
+            let first = frames[i].meta.seq;
+            if (self.file.is_none() || self.active.next_seq != first)
+                && let Err(e) = self.roll(first)
+            {
+                self.lose(&frames[i..], &e);
+                return;
+            }
+            let mut j = i;
+            let mut size = self.active.bytes;
+            while let Some(f) = frames.get(j) {
+                let len = (f.end - f.start) as u64;
+                if size + len > self.segment_bytes && (j > i || self.active.records() > 0) {
+                    break;
+                }
+                size += len;
+                j += 1;
+            }
+            if j == i {
+                if let Err(e) = self.roll(first) {
+                    self.lose(&frames[i..], &e);
+                    return;
+                }
+                continue;
+            }
+            let bytes = &buf[frames[i].start..frames[j - 1].end];
+            let written = match self.file.as_mut() {
+                Some(file) => file.write_all(bytes),
+                None => Ok(()),
+            };
+            if let Err(e) = written {
+                let e = StorageError::io("write segment", &self.active.path)(e);
+                // Cut the partial write so the segment ends on a whole frame.
+                if let Some(file) = self.file.take() {
+                    let _ = file.set_len(self.active.bytes);
+                }
+                self.lose(&frames[i..], &e);
+                return;
+            }
+            for f in &frames[i..j] {
+                self.active.add(&f.meta, (f.end - f.start) as u64);
+            }
+            self.disk_bytes += bytes.len() as u64;
+            self.dirty = true;
+            i = j;
+        }
+    }
+
+    fn lose(&mut self, frames: &[FrameRef], error: &StorageError) {
+        self.failed(error);
+        self.file = None;
+        if let (Some(first), Some(last)) = (frames.first(), frames.last()) {
+            self.unpersisted += frames.len() as u64;
+            self.removed
+                .note(first.meta.seq, last.meta.seq, GapReason::Unpersisted);
+            let _ = dir::write_pruned(&self.root, &self.removed);
+        }
+    }
+
+    /// Syncs per the policy; `flush` forces a sync of unsynced writes (except when
+    /// buffered). Returns the error seen since the last flush, if any.
+    pub(crate) fn commit(&mut self, flush: bool) -> Result<(), String> {
+        let due = match self.durability {
+            Durability::Buffered => false,
+            Durability::EveryBatch => true,
+            Durability::Interval(d) => flush || self.last_sync.elapsed() >= d,
+        };
+        if due && self.dirty {
+            self.sync();
+        }
+        if flush {
+            return self.unreported.take().map_or(Ok(()), Err);
+        }
+        Ok(())
+    }
+
+    fn sync(&mut self) {
+        let Some(file) = self.file.as_ref() else {
+            return;
+        };
+        match file.sync_data() {
+            Ok(()) => {
+                self.dirty = false;
+                self.last_sync = Instant::now();
+                self.synced_through = self.active.next_seq.checked_sub(1).filter(|&s| s > 0);
+            }
+            Err(e) => {
+                let e = StorageError::io("sync segment", &self.active.path)(e);
+                self.failed(&e);
+            }
+        }
+    }
+
+    /// Syncs unsynced writes whatever the policy: the collector is closing.
+    pub(crate) fn sync_at_close(&mut self) {
+        if self.dirty {
+            self.sync();
+        }
+    }
+
+    /// The seq the next record must have.
+    pub(crate) fn next_seq(&self) -> u64 {
+        self.active.next_seq
+    }
+
+    /// How long until an interval sync is due (for the idle worker's wait).
+    pub(crate) fn sync_due_in(&self) -> Option<Duration> {
+        match self.durability {
+            Durability::Interval(d) if self.dirty => {
+                Some(d.saturating_sub(self.last_sync.elapsed()))
+            }
+            _ => None,
+        }
+    }
+
+    /// Deletes whole segments: those whose every record is older than `cutoff`, then the
+    /// oldest while the directory is over `max_disk_bytes`. The active segment rolls
+    /// once its first record expires, so it can go in its turn.
+    pub(crate) fn prune(&mut self, cutoff: i64) {
+        if self.active.first_time.is_some_and(|t| t < cutoff) {
+            let next = self.active.next_seq;
+            if let Err(e) = self.roll(next) {
+                self.failed(&e);
+            }
+        }
+        let mut doomed = Vec::new();
+        let mut bytes = self.disk_bytes;
+        for s in &self.closed {
+            let why = if s.last_time.is_none_or(|t| t < cutoff) {
+                Removal::Age
+            } else if bytes > self.max_disk_bytes {
+                Removal::Capacity
+            } else {
+                break;
+            };
+            bytes -= s.bytes;
+            doomed.push(why);
+        }
+        self.delete_front(&doomed);
+    }
+
+    /// Deletes every record on disk (`clear`): the active segment rolls, then all
+    /// closed segments go with reason `cleared`.
+    pub(crate) fn clear(&mut self) {
+        if self.active.records() > 0 {
+            let next = self.active.next_seq;
+            if let Err(e) = self.roll(next) {
+                self.failed(&e);
+                return;
+            }
+        }
+        let doomed = vec![Removal::Cleared; self.closed.len()];
+        self.delete_front(&doomed);
+    }
+
+    /// Deletes the first `reasons.len()` closed segments, noting why first.
+    fn delete_front(&mut self, reasons: &[Removal]) {
+        if reasons.is_empty() {
+            return;
+        }
+        for (s, &why) in self.closed.iter().zip(reasons) {
+            if s.records() > 0 {
+                self.removed.note(s.first_seq, s.next_seq - 1, why.into());
+            }
+        }
+        if let Err(e) = dir::write_pruned(&self.root, &self.removed) {
+            self.failed(&e);
+            return;
+        }
+        for &why in reasons {
+            let Some(s) = self.closed.pop_front() else {
+                break;
+            };
+            if let Err(e) = std::fs::remove_file(&s.path) {
+                self.failed(&StorageError::io("remove segment", &s.path)(e));
+                self.closed.push_front(s);
+                break;
+            }
+            self.disk_bytes -= s.bytes;
+            self.pruned_segments += 1;
+            for _ in 0..s.records() {
+                self.pruned.count(why);
+            }
+        }
+        if self.syncs()
+            && let Err(e) = dir::sync_dir(&self.segments_dir)
+        {
+            self.failed(&e);
+        }
+    }
+
+    pub(crate) fn stats(&self) -> StorageStats {
+        let first = self
+            .closed
+            .front()
+            .filter(|s| s.records() > 0)
+            .map_or(self.active.first_seq, |s| s.first_seq);
+        let records: u64 =
+            self.closed.iter().map(SegmentInfo::records).sum::<u64>() + self.active.records();
+        StorageStats {
+            data_dir: self.root.clone(),
+            durability: self.durability,
+            segments: self.closed.len() as u64 + 1,
+            disk_bytes: self.disk_bytes,
+            records,
+            first_seq: (records > 0).then_some(first),
+            synced_through_seq: self.synced_through,
+            pruned: self.pruned,
+            pruned_segments: self.pruned_segments,
+            unpersisted: self.unpersisted,
+            write_errors: self.write_errors,
+            last_error: self.last_error.clone(),
+            recovery: self.recovery.clone(),
+        }
+    }
+}
+
+struct Recovered {
+    segments: VecDeque<SegmentInfo>,
+    next_seq: u64,
+    report: RecoveryReport,
+    /// Ranges this recovery added to the removal log.
+    noted: Vec<(u64, u64)>,
+}
+
+/// Scans every segment: keeps each valid frame, cuts a torn tail off the last segment,
+/// and meets damage elsewhere per `on_damage`.
+fn recover(
+    segments_dir: &Path,
+    on_damage: OnDamage,
+    removed: &mut RemovalLog,
+    mut load: impl FnMut(Meta, &[u8]),
+) -> Result<Recovered, StorageError> {
+    let listed = segment::list(segments_dir).map_err(StorageError::io("list", segments_dir))?;
+    let mut out = Recovered {
+        segments: VecDeque::new(),
+        next_seq: 1,
+        report: RecoveryReport::default(),
+        noted: Vec::new(),
+    };
+    // Seqs lost to damage in the previous segment, up to the next segment's first.
+    let mut lost_from: Option<u64> = None;
+    for (i, (named_seq, path)) in listed.iter().enumerate() {
+        let last = i + 1 == listed.len();
+        out.report.segments += 1;
+        let file_len = std::fs::metadata(path)
+            .map_err(StorageError::io("read", path))?
+            .len();
+        let damaged = |offset: u64, reason: String, expected: u64| StorageError::Damaged {
+            path: path.clone(),
+            offset,
+            expected_seq: expected,
+            reason,
+            bytes_after: file_len - offset.min(file_len),
+        };
+        let mut scan = match Scan::open(path) {
+            Ok(scan) => scan,
+            Err(OpenSegmentError::Io(e)) => return Err(StorageError::io("read", path)(e)),
+            Err(OpenSegmentError::Short { .. }) if last => {
+                // Created, header not yet written: a torn creation.
+                std::fs::remove_file(path).map_err(StorageError::io("remove", path))?;
+                out.report.truncated_bytes += file_len;
+                continue;
+            }
+            Err(OpenSegmentError::Short { .. }) => {
+                return Err(damaged(
+                    0,
+                    "shorter than a segment header".into(),
+                    out.next_seq,
+                ));
+            }
+            Err(OpenSegmentError::Header(reason)) => {
+                return Err(damaged(0, reason.into(), out.next_seq));
+            }
+        };
+        let first = scan.header().first_seq;
+        if first != *named_seq || first < out.next_seq {
+            return Err(damaged(
+                0,
+                format!(
+                    "the header's first seq {first} disagrees with the file name or overlaps the previous segment"
+                ),
+                out.next_seq,
+            ));
+        }
+        if let Some(from) = lost_from.take()
+            && from < first
+        {
+            removed.note(from, first - 1, GapReason::Damaged);
+            out.noted.push((from, first - 1));
+        }
+        let mut info = SegmentInfo::new(path.clone(), first);
+        let mut reserved_next = first;
+        let bad = loop {
+            match scan.next_frame().map_err(StorageError::io("read", path))? {
+                Step::Frame { meta, payload } => {
+                    info.add(&meta, (frame::HEADER_LEN + payload.len()) as u64);
+                    load(meta, payload);
+                }
+                Step::End => break None,
+                Step::Bad { offset, error } => break Some((offset, error)),
+            }
+        };
+        if let Some((offset, error)) = bad {
+            let torn = last
+                && (error.is_incomplete()
+                    || tail_is_torn(path, offset, file_len)
+                        .map_err(StorageError::io("read", path))?);
+            if torn {
+                out.report.truncated_bytes += file_len - offset;
+                out.report.truncated_frames +=
+                    count_frames(path, offset, file_len).map_err(StorageError::io("read", path))?;
+                cut(path, offset)?;
+            } else {
+                let expected = scan.expected();
+                if on_damage == OnDamage::Fail {
+                    return Err(damaged(offset, error.describe(), expected));
+                }
+                let aside = set_aside(path, offset)?;
+                out.report.damage.push(Damage {
+                    segment: path.clone(),
+                    offset,
+                    expected_seq: expected,
+                    reason: error.describe(),
+                    set_aside_bytes: file_len - offset,
+                    set_aside_to: aside,
+                });
+                if last {
+                    // As many seqs as frames could have fitted: none is ever reused.
+                    let most = (file_len - offset).div_ceil(frame::HEADER_LEN as u64);
+                    let end = expected + most - 1;
+                    removed.note(expected, end, GapReason::Damaged);
+                    out.noted.push((expected, end));
+                    reserved_next = end + 1;
+                } else {
+                    lost_from = Some(expected);
+                }
+            }
+        }
+        out.report.records += info.records();
+        info.bytes = scan.offset();
+        out.next_seq = info.next_seq.max(reserved_next);
+        out.segments.push_back(info);
+    }
+    Ok(out)
+}
+
+/// Whether the bytes from `offset` are a torn final write: all zero (space the file
+/// system allocated but never filled) or one frame whose announced end is at or past
+/// the end of the file.
+fn tail_is_torn(path: &Path, offset: u64, file_len: u64) -> std::io::Result<bool> {
+    let mut f = File::open(path)?;
+    f.seek(SeekFrom::Start(offset))?;
+    let mut head = [0u8; frame::HEADER_LEN];
+    let n = f.read(&mut head)?;
+    if n == frame::HEADER_LEN {
+        let end = offset + frame::HEADER_LEN as u64 + u64::from(frame::payload_len(&head));
+        if end >= file_len {
+            return Ok(true);
+        }
+    }
+    f.seek(SeekFrom::Start(offset))?;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok(true);
+        }
+        if buf[..n].iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+    }
+}
+
+/// Frames starting in `offset..file_len`, following announced lengths (at least one).
+fn count_frames(path: &Path, offset: u64, file_len: u64) -> std::io::Result<u64> {
+    let mut f = File::open(path)?;
+    let mut at = offset;
+    let mut count = 0;
+    while at < file_len {
+        count += 1;
+        f.seek(SeekFrom::Start(at))?;
+        let mut head = [0u8; frame::HEADER_LEN];
+        if f.read(&mut head)? < frame::HEADER_LEN {
+            break;
+        }
+        at += frame::HEADER_LEN as u64 + u64::from(frame::payload_len(&head));
+    }
+    Ok(count.max(1))
+}
+
+/// Truncates a segment at `offset` and syncs it.
+fn cut(path: &Path, offset: u64) -> Result<(), StorageError> {
+    OpenOptions::new()
+        .write(true)
+        .open(path)
+        .and_then(|f| {
+            f.set_len(offset)?;
+            f.sync_all()
+        })
+        .map_err(StorageError::io("truncate", path))
+}
+
+/// Copies the bytes of `path` from `offset` to `<path>.damaged`, then cuts them off.
+fn set_aside(path: &Path, offset: u64) -> Result<PathBuf, StorageError> {
+    let mut aside = path.as_os_str().to_owned();
+    aside.push(".damaged");
+    let aside = PathBuf::from(aside);
+    let copy = || -> std::io::Result<()> {
+        let mut from = File::open(path)?;
+        from.seek(SeekFrom::Start(offset))?;
+        let mut to = File::create(&aside)?;
+        std::io::copy(&mut from, &mut to)?;
+        to.sync_all()
+    };
+    copy().map_err(StorageError::io("set aside damaged bytes to", &aside))?;
+    cut(path, offset)?;
+    Ok(aside)
+}

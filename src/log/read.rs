@@ -1,0 +1,340 @@
+//! Reading a data directory without its lock: exports, verification and committed
+//! consumer cursors, from the writing process or any other.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::dir;
+use super::segment::{self, OpenSegmentError, Scan, Step};
+use crate::error::{ExportError, StorageError};
+use crate::event::EventKind;
+use crate::export::{Builder, Cursor, Export, ExportRequest, GapReason};
+
+/// Feeds the records after the builder's cursor (and before `upto`, when given) from the
+/// segments to `b`. Records older than `cutoff` count as pruned for age. A gap between
+/// segments is reported with the reason the pruned log gives. A frame still being
+/// written at the end of the last segment ends the read; damage anywhere else is an
+/// error.
+pub(crate) fn export_from_disk(
+    root: &Path,
+    b: &mut Builder<'_>,
+    upto: Option<u64>,
+    cutoff: Option<i64>,
+) -> Result<(), StorageError> {
+    let segments_dir = root.join(dir::SEGMENTS);
+    let listed = segment::list(&segments_dir).map_err(StorageError::io("list", &segments_dir))?;
+    let removed = dir::read_pruned(root)?;
+    // The last segment starting at or before the first seq wanted.
+    let start = listed
+        .iter()
+        .rposition(|(first, _)| *first <= b.cursor() + 1)
+        .unwrap_or(0);
+    for (i, (_, path)) in listed.iter().enumerate().skip(start) {
+        let last = i + 1 == listed.len();
+        let mut scan = match Scan::open(path) {
+            Ok(scan) => scan,
+            // Pruned since it was listed: what it held shows as a gap at the next one.
+            Err(OpenSegmentError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(OpenSegmentError::Io(e)) => return Err(StorageError::io("read", path)(e)),
+            // Being created by the writer right now.
+            Err(OpenSegmentError::Short { .. }) if last => return Ok(()),
+            Err(OpenSegmentError::Short { .. }) => {
+                return Err(damaged(
+                    path,
+                    0,
+                    b.cursor() + 1,
+                    "shorter than a segment header",
+                ));
+            }
+            Err(OpenSegmentError::Header(reason)) => {
+                return Err(damaged(path, 0, b.cursor() + 1, reason));
+            }
+        };
+        let first = scan.header().first_seq;
+        if upto.is_some_and(|u| first >= u) {
+            return Ok(());
+        }
+        if first > b.cursor() + 1 {
+            let reason = removed.reason(b.cursor() + 1, first - 1);
+            if !b.gap_through(first - 1, reason) {
+                return Ok(());
+            }
+        }
+        if !b.key(scan.header().key_id_hex()) {
+            return Ok(());
+        }
+        loop {
+            match scan.next_frame().map_err(StorageError::io("read", path))? {
+                Step::Frame { meta, payload } => {
+                    if meta.seq <= b.cursor() {
+                        continue;
+                    }
+                    if upto.is_some_and(|u| meta.seq >= u) {
+                        return Ok(());
+                    }
+                    if cutoff.is_some_and(|c| meta.time < c) {
+                        if !b.gap_through(meta.seq, GapReason::Age) {
+                            return Ok(());
+                        }
+                        continue;
+                    }
+                    if !b.offer(&meta, payload) {
+                        return Ok(());
+                    }
+                }
+                Step::End => break,
+                Step::Bad { error, .. } if last && error.is_incomplete() => return Ok(()),
+                Step::Bad { offset, error } => {
+                    return Err(damaged(path, offset, scan.expected(), &error.describe()));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn damaged(path: &Path, offset: u64, expected: u64, reason: &str) -> StorageError {
+    let len = std::fs::metadata(path).map_or(offset, |m| m.len());
+    StorageError::Damaged {
+        path: path.to_owned(),
+        offset,
+        expected_seq: expected,
+        reason: reason.to_owned(),
+        bytes_after: len.saturating_sub(offset),
+    }
+}
+
+/// A data directory opened for reading: no lock is taken, so a collector may be writing
+/// it meanwhile.
+///
+/// ```
+/// use arbiter_events::{Collector, Config, DataDir, ExportRequest};
+/// # let tmp = std::env::temp_dir().join(format!("arbiter-doc-{}", std::process::id()));
+/// let mut config = Config::default();
+/// config.storage.data_dir = Some(tmp.clone());
+/// let collector = Collector::new(config)?;
+/// // ... record, flush ...
+/// let dir = DataDir::open(&tmp)?;
+/// let after = dir.committed("rl")?;
+/// let export = dir.export(&ExportRequest::after(after))?;
+/// // ... write the export somewhere durable, then:
+/// dir.commit("rl", export.next_cursor())?;
+/// # drop(collector);
+/// # std::fs::remove_dir_all(&tmp)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct DataDir {
+    root: PathBuf,
+}
+
+/// What [`DataDir::verify`] found in one segment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct SegmentReport {
+    /// The file.
+    pub path: PathBuf,
+    /// The seq its header announces first.
+    pub first_seq: u64,
+    /// Valid records.
+    pub records: u64,
+    /// Bytes of the file.
+    pub bytes: u64,
+    /// The key id its records were pseudonymized under, if any.
+    pub key_id: Option<String>,
+    /// Bytes at the end of the last segment that are not (yet) a whole frame: a write in
+    /// progress, or a torn tail the next writer will cut.
+    pub incomplete_tail_bytes: u64,
+    /// Damage: where, and what is wrong.
+    pub damage: Option<(u64, String)>,
+}
+
+/// What [`DataDir::verify`] found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct VerifyReport {
+    /// The directory.
+    pub data_dir: PathBuf,
+    /// Every segment, in seq order.
+    pub segments: Vec<SegmentReport>,
+    /// Valid records in all.
+    pub records: u64,
+    /// Bytes of segment files.
+    pub bytes: u64,
+    /// The first and last valid seq.
+    pub seqs: Option<(u64, u64)>,
+    /// Valid records per kind, in [`EventKind::ALL`] order.
+    pub kinds: Vec<(EventKind, u64)>,
+}
+
+impl VerifyReport {
+    /// Whether any segment is damaged (an incomplete tail is not damage).
+    pub fn is_damaged(&self) -> bool {
+        self.segments.iter().any(|s| s.damage.is_some())
+    }
+}
+
+impl DataDir {
+    /// Opens `path` for reading.
+    ///
+    /// # Errors
+    /// [`StorageError::NotADataDir`] when it has no `segments` folder.
+    pub fn open(path: impl AsRef<Path>) -> Result<DataDir, StorageError> {
+        let root = path.as_ref().to_owned();
+        if !root.join(dir::SEGMENTS).is_dir() {
+            return Err(StorageError::NotADataDir { path: root });
+        }
+        Ok(DataDir { root })
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.root
+    }
+
+    /// Exports the records on disk per `request`, as [`Collector::export`] does from
+    /// memory: same layout, same bytes for the same records. The export stops where the
+    /// key changes; the next one continues under the new key id.
+    ///
+    /// [`Collector::export`]: crate::Collector::export
+    ///
+    /// # Errors
+    /// [`ExportError::InvalidRequest`], or [`ExportError::Storage`] when a segment cannot
+    /// be read or is damaged.
+    pub fn export(&self, request: &ExportRequest) -> Result<Export, ExportError> {
+        let mut b = Builder::new(request)?;
+        export_from_disk(&self.root, &mut b, None, None)?;
+        Ok(b.finish(None))
+    }
+
+    /// The cursor `consumer` last committed, or [`Cursor::START`].
+    ///
+    /// # Errors
+    /// [`StorageError::InvalidConsumer`] for a name that cannot be a file name,
+    /// [`StorageError::BadCursor`] when the committed file is unreadable.
+    pub fn committed(&self, consumer: &str) -> Result<Cursor, StorageError> {
+        Ok(dir::read_cursor(&self.root, consumer)?.map_or(Cursor::START, Cursor::after_seq))
+    }
+
+    /// Commits `cursor` for `consumer`: written to a temporary file, synced, renamed
+    /// over the old one, and the folder synced, so a crash leaves the old or the new
+    /// cursor, never a torn one.
+    ///
+    /// # Errors
+    /// [`StorageError::InvalidConsumer`], or [`StorageError::Io`] when it cannot be written.
+    pub fn commit(&self, consumer: &str, cursor: Cursor) -> Result<(), StorageError> {
+        dir::write_cursor(&self.root, consumer, cursor.seq())
+    }
+
+    /// The consumers that committed a cursor, with it, by name.
+    ///
+    /// # Errors
+    /// [`StorageError::Io`] or [`StorageError::BadCursor`].
+    pub fn consumers(&self) -> Result<Vec<(String, Cursor)>, StorageError> {
+        let folder = self.root.join(dir::CONSUMERS);
+        let mut out = Vec::new();
+        let entries = match std::fs::read_dir(&folder) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(StorageError::io("list", &folder)(e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(StorageError::io("list", &folder))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str().and_then(|n| n.strip_suffix(".json")) else {
+                continue;
+            };
+            if dir::check_consumer(name).is_ok() {
+                out.push((name.to_owned(), self.committed(name)?));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Reads every frame of every segment and checks it; `progress` is called with the
+    /// bytes read so far.
+    ///
+    /// # Errors
+    /// [`StorageError::Io`] when a file cannot be read. Damage is not an error: it is
+    /// in the report.
+    pub fn verify(&self, mut progress: impl FnMut(u64)) -> Result<VerifyReport, StorageError> {
+        let segments_dir = self.root.join(dir::SEGMENTS);
+        let listed =
+            segment::list(&segments_dir).map_err(StorageError::io("list", &segments_dir))?;
+        let mut report = VerifyReport {
+            data_dir: self.root.clone(),
+            segments: Vec::new(),
+            records: 0,
+            bytes: 0,
+            seqs: None,
+            kinds: EventKind::ALL.iter().map(|&k| (k, 0)).collect(),
+        };
+        let mut done_bytes = 0;
+        for (i, (named, path)) in listed.iter().enumerate() {
+            let last = i + 1 == listed.len();
+            let bytes = match std::fs::metadata(path) {
+                Ok(m) => m.len(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(StorageError::io("read", path)(e)),
+            };
+            let mut seg = SegmentReport {
+                path: path.clone(),
+                first_seq: *named,
+                records: 0,
+                bytes,
+                key_id: None,
+                incomplete_tail_bytes: 0,
+                damage: None,
+            };
+            match Scan::open(path) {
+                Ok(mut scan) => {
+                    seg.key_id = scan.header().key_id_hex();
+                    if scan.header().first_seq != *named {
+                        seg.damage = Some((
+                            0,
+                            "the header's first seq disagrees with the file name".into(),
+                        ));
+                    }
+                    while seg.damage.is_none() {
+                        match scan.next_frame().map_err(StorageError::io("read", path))? {
+                            Step::Frame { meta, .. } => {
+                                seg.records += 1;
+                                report.kinds[meta.kind.index()].1 += 1;
+                                let first = report.seqs.map_or(meta.seq, |(f, _)| f);
+                                report.seqs = Some((first, meta.seq));
+                                if seg.records.is_multiple_of(65_536) {
+                                    progress(done_bytes + scan.offset());
+                                }
+                            }
+                            Step::End => break,
+                            Step::Bad { offset, error } if last && error.is_incomplete() => {
+                                seg.incomplete_tail_bytes = bytes - offset;
+                                break;
+                            }
+                            Step::Bad { offset, error } => {
+                                seg.damage = Some((offset, error.describe()));
+                            }
+                        }
+                    }
+                }
+                Err(OpenSegmentError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                    continue;
+                }
+                Err(OpenSegmentError::Io(e)) => return Err(StorageError::io("read", path)(e)),
+                Err(OpenSegmentError::Short { len }) if last => seg.incomplete_tail_bytes = len,
+                Err(OpenSegmentError::Short { .. }) => {
+                    seg.damage = Some((0, "shorter than a segment header".into()));
+                }
+                Err(OpenSegmentError::Header(reason)) => seg.damage = Some((0, reason.into())),
+            }
+            done_bytes += bytes;
+            progress(done_bytes);
+            report.records += seg.records;
+            report.bytes += bytes;
+            report.segments.push(seg);
+        }
+        Ok(report)
+    }
+}
