@@ -196,9 +196,10 @@ impl Shared {
             .unwrap_or(Duration::MAX)
     }
 
-    pub(crate) fn sync_log_at_close(&self) {
+    /// Syncs and closes the data directory, releasing its lock.
+    pub(crate) fn close_log(&self) {
         if let Some(log) = self.lock_log().as_mut() {
-            log.sync_at_close();
+            log.close();
         }
     }
 
@@ -313,7 +314,12 @@ impl CollectorBuilder {
     ///
     /// # Errors
     /// [`BuildError::Config`] for the first rule broken, [`BuildError::Key`] when the
-    /// configured key cannot be read, [`BuildError::Spawn`] when no thread can start.
+    /// configured key cannot be read, [`BuildError::Storage`] when the data directory is
+    /// locked by another writer, damaged (under `on_damage = "fail"`) or cannot be read
+    /// or written, [`BuildError::Spawn`] when no thread can start.
+    ///
+    /// With a data directory, building recovers it first: it reads every frame, so it
+    /// takes time in proportion to the directory's size.
     pub fn build(self) -> Result<Collector, BuildError> {
         let config = self.config;
         config.validate()?;
@@ -693,7 +699,9 @@ impl Collector {
     ///
     /// # Errors
     /// [`FlushError::Timeout`] when the worker did not catch up in time,
-    /// [`FlushError::ShutDown`] after shutdown.
+    /// [`FlushError::ShutDown`] after shutdown, [`FlushError::Storage`] when writing or
+    /// syncing the data directory failed since the last flush (the records are in
+    /// memory; `stats().storage` counts what is not on disk).
     pub fn flush(&self, timeout: Duration) -> Result<(), FlushError> {
         if self.shared().closed.load(SeqCst) {
             return Err(FlushError::ShutDown);

@@ -37,7 +37,7 @@
 //!
 //! ## What it guarantees
 //! - **Every event is accounted for**: `submitted = stored + dropped + rejected + in_flight`
-//!   and `stored = retained + pruned` in every [`Stats`] snapshot.
+//!   and `stored + recovered = retained + pruned` in every [`Stats`] snapshot.
 //! - **`seq` is strictly increasing** from 1 and never reused; `time` never decreases in `seq` order.
 //! - **Memory is bounded** by the queue capacity, `retention.max_events`,
 //!   `retention.max_bytes` and the memo capacity, whatever the input rate.
@@ -47,12 +47,16 @@
 //!   to every retained record once, in order; records pruned before they were pulled are
 //!   reported as a [`Gap`], never silently skipped.
 //! - **Deterministic exports**: the same records, request and key give the same bytes.
+//! - **Durable when asked**: with `storage.data_dir` set, records go to checksummed
+//!   segment files; under [`Durability::EveryBatch`] (the default) a completed `flush`
+//!   means on disk; reopening recovers the longest valid prefix and reports what it cut.
+//!   [`DataDir`] reads the directory from any process, with named consumers' cursors.
 //!
 //! ## It is not
 //! - a tracing or logging framework (no spans, no levels, no subscribers);
 //! - a metrics aggregator: it keeps events and simple tallies, not histograms;
 //! - a network service: exports are bytes you write where you like;
-//! - durable yet: records live in memory only.
+//! - a replicated log: one writer per data directory, on one machine.
 
 mod anonymize;
 mod clock;

@@ -90,7 +90,7 @@ impl Worker {
             }
         }
         let _ = self.commit(true);
-        self.shared.sync_log_at_close();
+        self.shared.close_log();
     }
 
     /// Handles `first` and up to a batch of what follows it; returns a shutdown request.
@@ -140,7 +140,7 @@ impl Worker {
             }
         }
         let _ = self.commit(true);
-        self.shared.sync_log_at_close();
+        self.shared.close_log();
         let _ = done.send(());
     }
 

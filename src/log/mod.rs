@@ -144,7 +144,8 @@ pub(crate) struct FrameRef {
 pub(crate) struct LogWriter {
     root: PathBuf,
     segments_dir: PathBuf,
-    _lock: dir::DirLock,
+    /// Released by [`LogWriter::close`], so the directory can be opened again.
+    lock: Option<dir::DirLock>,
     durability: Durability,
     segment_bytes: u64,
     max_disk_bytes: u64,
@@ -201,7 +202,7 @@ impl LogWriter {
             root: root.to_owned(),
             active: SegmentInfo::new(segments_dir.join(segment::file_name(next_seq)), next_seq),
             segments_dir,
-            _lock: lock,
+            lock: Some(lock),
             durability: config.durability,
             segment_bytes: config.segment_bytes,
             max_disk_bytes: config.max_disk_bytes,
@@ -299,6 +300,9 @@ impl LogWriter {
     /// On a write error the partial write is cut off, the records not written are
     /// counted as unpersisted, and the next append starts a fresh segment.
     pub(crate) fn append(&mut self, buf: &[u8], frames: &[FrameRef]) {
+        if self.is_closed() {
+            return;
+        }
         let mut i = 0;
         while i < frames.len() {
             let first = frames[i].meta.seq;
@@ -393,11 +397,18 @@ impl LogWriter {
         }
     }
 
-    /// Syncs unsynced writes whatever the policy: the collector is closing.
-    pub(crate) fn sync_at_close(&mut self) {
+    /// Syncs unsynced writes whatever the policy, closes the segment and releases the
+    /// directory's lock: the collector is shutting down. Nothing is written after.
+    pub(crate) fn close(&mut self) {
         if self.dirty {
             self.sync();
         }
+        self.file = None;
+        self.lock = None;
+    }
+
+    fn is_closed(&self) -> bool {
+        self.lock.is_none()
     }
 
     /// The seq the next record must have.
@@ -419,6 +430,9 @@ impl LogWriter {
     /// oldest while the directory is over `max_disk_bytes`. The active segment rolls
     /// once its first record expires, so it can go in its turn.
     pub(crate) fn prune(&mut self, cutoff: i64) {
+        if self.is_closed() {
+            return;
+        }
         if self.active.first_time.is_some_and(|t| t < cutoff) {
             let next = self.active.next_seq;
             if let Err(e) = self.roll(next) {
@@ -444,6 +458,9 @@ impl LogWriter {
     /// Deletes every record on disk (`clear`): the active segment rolls, then all
     /// closed segments go with reason `cleared`.
     pub(crate) fn clear(&mut self) {
+        if self.is_closed() {
+            return;
+        }
         if self.active.records() > 0 {
             let next = self.active.next_seq;
             if let Err(e) = self.roll(next) {
