@@ -807,6 +807,12 @@ fn to_usize(n: u64) -> usize {
     usize::try_from(n).unwrap_or(usize::MAX)
 }
 
+/// Decodes one record's bytes (as segments hold them), with the export reader's limits.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn decode_record(bytes: &[u8]) -> Result<Record, ExportError> {
+    decode(&mut std::io::Cursor::new(bytes), "record", 0, 1)
+}
+
 fn decode<T: for<'de> Deserialize<'de>>(
     cur: &mut std::io::Cursor<&[u8]>,
     what: &'static str,

@@ -73,6 +73,10 @@ mod stats;
 mod store;
 mod worker;
 
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
+
 pub use anonymize::{
     AnonymizationKey, IdKind, KEY_ENV, KeyError, KeyOrigin, Pseudonymizer, REDACTED,
 };

@@ -222,9 +222,40 @@ impl DataDir {
     /// cursor, never a torn one.
     ///
     /// # Errors
-    /// [`StorageError::InvalidConsumer`], or [`StorageError::Io`] when it cannot be written.
+    /// [`StorageError::InvalidConsumer`], [`StorageError::CursorAhead`] for a cursor past
+    /// the last record in the directory, or [`StorageError::Io`] when it cannot be written.
     pub fn commit(&self, consumer: &str, cursor: Cursor) -> Result<(), StorageError> {
+        dir::check_consumer(consumer)?;
+        let last_seq = self.last_seq()?;
+        if cursor.seq() > last_seq {
+            return Err(StorageError::CursorAhead {
+                consumer: consumer.to_owned(),
+                after: cursor.seq(),
+                last_seq,
+            });
+        }
         dir::write_cursor(&self.root, consumer, cursor.seq())
+    }
+
+    /// The last seq in the directory (0 when none was ever written): the last valid
+    /// frame of the newest segment that has one, or the seq before an empty segment's
+    /// first.
+    fn last_seq(&self) -> Result<u64, StorageError> {
+        let segments_dir = self.root.join(dir::SEGMENTS);
+        let listed =
+            segment::list(&segments_dir).map_err(StorageError::io("list", &segments_dir))?;
+        for (first, path) in listed.iter().rev() {
+            let mut scan = match Scan::open(path) {
+                Ok(scan) => scan,
+                Err(OpenSegmentError::Io(e)) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(StorageError::io("read", path)(e));
+                }
+                Err(_) => continue,
+            };
+            while scan.skip_frame().map_err(StorageError::io("read", path))? {}
+            return Ok(scan.expected().max(*first).saturating_sub(1));
+        }
+        Ok(0)
     }
 
     /// The consumers that committed a cursor, with it, by name.

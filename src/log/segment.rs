@@ -200,6 +200,34 @@ impl Scan<io::BufReader<File>> {
     }
 }
 
+impl Scan<io::BufReader<File>> {
+    /// Moves past the next frame without reading its payload or checking its checksum,
+    /// when its header announces the expected seq and fits in the file: for finding the
+    /// last seq quickly, never for returning records.
+    pub(crate) fn skip_frame(&mut self) -> io::Result<bool> {
+        let at = self.offset;
+        let mut head = [0u8; frame::HEADER_LEN];
+        if self.len - at < frame::HEADER_LEN as u64
+            || read_full(&mut self.reader, &mut head)? < frame::HEADER_LEN
+        {
+            return Ok(false);
+        }
+        let len = u64::from(frame::payload_len(&head));
+        let mut seq = [0u8; 8];
+        seq.copy_from_slice(&head[8..16]);
+        if u64::from_le_bytes(seq) != self.expected
+            || self.len - at - (frame::HEADER_LEN as u64) < len
+        {
+            return Ok(false);
+        }
+        self.reader
+            .seek_relative(i64::try_from(len).unwrap_or(i64::MAX))?;
+        self.expected += 1;
+        self.offset = at + frame::HEADER_LEN as u64 + len;
+        Ok(true)
+    }
+}
+
 impl<R: Read> Scan<R> {
     /// Reads the header of a segment of `len` bytes from `reader`.
     pub(crate) fn new(mut reader: R, len: u64) -> Result<Self, OpenSegmentError> {

@@ -1,0 +1,6 @@
+//! Segment and frame decoding never panics, whatever the bytes.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    let _ = arbiter_events::fuzzing::scan_segment(data);
+});
