@@ -64,6 +64,25 @@ impl RemovalLog {
         }
     }
 
+    /// The last seq any range covers (0 when none).
+    pub(crate) fn last_seq(&self) -> u64 {
+        self.ranges.back().map_or(0, |r| r.to_seq)
+    }
+
+    /// Whether the ranges together cover every seq of `from..=to`.
+    pub(crate) fn covers(&self, from: u64, to: u64) -> bool {
+        let mut next = from;
+        for r in &self.ranges {
+            if r.from_seq <= next && r.to_seq >= next {
+                next = r.to_seq.saturating_add(1);
+            }
+            if next > to {
+                return true;
+            }
+        }
+        next > to
+    }
+
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.ranges.len()

@@ -66,21 +66,8 @@ fn storage(collector: &Collector) -> common::Result<StorageStats> {
         .ok_or("a collector with a data directory reports storage stats")?)
 }
 
-/// The segment files of `dir`, by first seq.
-fn segment_files(dir: &Path) -> common::Result<Vec<PathBuf>> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir.join("segments"))? {
-        let path = entry?.path();
-        if path.extension().is_some_and(|e| e == "seg") {
-            files.push(path);
-        }
-    }
-    files.sort();
-    Ok(files)
-}
-
 fn last_segment(dir: &Path) -> common::Result<PathBuf> {
-    Ok(segment_files(dir)?.pop().ok_or("no segment file")?)
+    Ok(common::segment_files(dir)?.pop().ok_or("no segment file")?)
 }
 
 /// The byte ranges of the whole frames of a segment file, following announced lengths.
@@ -323,7 +310,8 @@ fn one_writer_at_a_time() -> TestResult {
     // Dropping the last handle releases it too.
     let third = open(dir.path(), &clock, |_| {})?;
     assert_eq!(third.stats().recovered, 2);
-    drop(first);
+    // The first handle, shut down, was held all along.
+    assert!(!first.is_active());
     Ok(())
 }
 
@@ -419,7 +407,8 @@ fn a_last_frame_cut_in_half_is_cut_off() -> TestResult {
     assert_eq!(seqs_of(&got), [1, 2, 3, 4]);
     assert!(got.iter().all(|r| marker(r) == Some(r.seq)));
 
-    // New records number on after the last whole one; none is the torn record.
+    // New records number on after the last whole one (the cut record's seq was never
+    // whole on disk, so it may be given again); none is the torn record.
     record_all(&collector, 100..=101)?;
     let (got, gaps) = pull_dir(dir.path())?;
     assert!(gaps.is_empty(), "{gaps:?}");
@@ -462,7 +451,7 @@ fn damage_before_the_end_refuses_to_open_by_default() -> TestResult {
     assert!(text.contains(&format!("byte {offset}")), "{text}");
     // Refusing changes nothing, and the lock is released.
     assert_eq!(std::fs::read(&segment)?, before);
-    assert_eq!(segment_files(dir.path())?, [segment.clone()]);
+    assert_eq!(common::segment_files(dir.path())?, [segment.as_path()]);
     let err = open(dir.path(), &clock, |c| c.storage.on_damage = OnDamage::Fail).unwrap_err();
     assert!(
         matches!(err, BuildError::Storage(StorageError::Damaged { .. })),
@@ -498,7 +487,7 @@ fn damage_is_set_aside_under_truncate_and_its_seqs_are_never_reused() -> TestRes
     assert_eq!(damage.segment, segment);
     assert_eq!((damage.offset, damage.expected_seq), (offset, 3));
     assert_eq!(damage.set_aside_bytes, len - offset);
-    assert_eq!(damage.set_aside_to, aside);
+    assert_eq!(damage.set_aside_to, Some(aside.clone()));
     assert!(!damage.reason.is_empty());
     let offset_usize = usize::try_from(offset)?;
     assert_eq!(std::fs::read(&aside)?, before[offset_usize..]);
@@ -550,7 +539,7 @@ fn damage_in_an_early_segment_loses_only_its_tail() -> TestResult {
     let clock = ManualClock::new(T0);
     let small = |c: &mut Config| c.storage.segment_bytes = SMALL_SEGMENT;
     write_and_close(open(dir.path(), &clock, small)?, 1..=100)?;
-    let files = segment_files(dir.path())?;
+    let files = common::segment_files(dir.path())?;
     assert!(files.len() >= 3, "{files:?}");
     let first = &files[0];
     let held = frames(first)?;
@@ -605,7 +594,7 @@ fn capacity_deletes_whole_segments() -> TestResult {
     assert!(st.pruned_segments > 0);
     assert!(st.disk_bytes <= max_disk, "{st:#?}");
     assert_eq!(st.records + st.pruned.total(), 300);
-    let files = segment_files(dir.path())?;
+    let files = common::segment_files(dir.path())?;
     assert_eq!(files.len() as u64, st.segments);
     let on_disk: u64 = files
         .iter()
@@ -660,7 +649,7 @@ fn age_deletes_whole_expired_segments() -> TestResult {
     record_all(&collector, 1..=30)?;
     clock.advance(Duration::from_secs(5));
     record_all(&collector, 31..=100)?;
-    let files = segment_files(dir.path())?;
+    let files = common::segment_files(dir.path())?;
     let firsts: Vec<u64> = files
         .iter()
         .map(|f| frame_seq(f, &frames(f)?[0]))
@@ -763,7 +752,7 @@ fn the_collector_reads_records_no_longer_in_memory_from_disk() -> TestResult {
         (s.retained, s.first_retained_seq, s.pruned.capacity),
         (5, Some(116), 115)
     );
-    assert!(segment_files(dir.path())?.len() >= 3);
+    assert!(common::segment_files(dir.path())?.len() >= 3);
 
     let export = common::export_all(&collector)?;
     assert_eq!(export.gap(), None);
@@ -811,6 +800,13 @@ fn consumer_cursors_round_trip() -> TestResult {
     data.commit("rl", Cursor::after_seq(3))?;
     assert_eq!(data.committed("rl")?, Cursor::after_seq(3));
     data.commit("rl", Cursor::after_seq(5))?;
+    assert_eq!(data.committed("rl")?, Cursor::after_seq(5));
+    // Never past the last record on disk.
+    let err = data.commit("rl", Cursor::after_seq(6)).unwrap_err();
+    assert!(
+        matches!(&err, StorageError::CursorAhead { consumer, after: 6, last_seq: 5 } if consumer == "rl"),
+        "{err:?}"
+    );
     assert_eq!(data.committed("rl")?, Cursor::after_seq(5));
     let long = "n".repeat(64);
     data.commit(&long, Cursor::after_seq(1))?;
@@ -908,13 +904,13 @@ fn clear_deletes_what_is_on_disk() -> TestResult {
         c.storage.segment_bytes = SMALL_SEGMENT
     })?;
     record_all(&collector, 1..=60)?;
-    assert!(segment_files(dir.path())?.len() >= 2);
+    assert!(common::segment_files(dir.path())?.len() >= 2);
     assert_eq!(collector.clear(), 60);
     let s = collector.stats();
     assert_eq!((s.retained, s.pruned.cleared), (0, 60));
     let st = s.storage.ok_or("no storage stats")?;
     assert_eq!((st.records, st.pruned.cleared, st.first_seq), (0, 60, None));
-    let files = segment_files(dir.path())?;
+    let files = common::segment_files(dir.path())?;
     assert_eq!(files.len(), 1, "only the fresh active segment: {files:?}");
     assert_eq!(file_len(&files[0])?, SEGMENT_HEADER);
 
@@ -952,7 +948,7 @@ fn verify_tells_intact_from_damaged() -> TestResult {
     let report = data.verify(|bytes| progress.push(bytes))?;
     assert!(!report.is_damaged(), "{report:#?}");
     assert_eq!((report.records, report.seqs), (80, Some((1, 80))));
-    let files = segment_files(dir.path())?;
+    let files = common::segment_files(dir.path())?;
     assert_eq!(report.segments.len(), files.len());
     let sizes: u64 = files
         .iter()
@@ -1116,5 +1112,67 @@ fn collector_export_reports_records_the_disk_pruned_before_memory_did() -> TestR
             .into_iter()
             .collect::<Vec<_>>()
     );
+    Ok(())
+}
+
+// What a reopened directory holds from before: records under the key of their own
+// segment, and seqs used up even when no segment is left to say so.
+
+#[test]
+fn records_recovered_under_another_key_keep_their_key_id() -> TestResult {
+    let dir = tempdir()?;
+    let clock = ManualClock::new(T0);
+    write_and_close(open(dir.path(), &clock, |_| {})?, 1..=3)?;
+    let old_id = AnonymizationKey::from_bytes(KEY).key_id();
+    let new_id = AnonymizationKey::from_bytes([8; 32]).key_id();
+    let collector = Collector::builder()
+        .config(durable(dir.path(), |_| {}))
+        .clock(clock.clone())
+        .key(AnonymizationKey::from_bytes([8; 32]))
+        .build()?;
+    record_all(&collector, 4..=5)?;
+    let data = DataDir::open(dir.path())?;
+
+    // The directory stops an export where the key changes.
+    let first = data.export(&ExportRequest::default())?;
+    assert_eq!(first.header().key_id.as_deref(), Some(old_id.as_str()));
+    assert_eq!(seqs(&first)?, [1, 2, 3]);
+    let second = data.export(&ExportRequest::after(first.next_cursor()))?;
+    assert_eq!(second.header().key_id.as_deref(), Some(new_id.as_str()));
+    assert_eq!(seqs(&second)?, [4, 5]);
+    // The collector must not label the old pseudonyms with the new key.
+    for request in [
+        ExportRequest::default(),
+        ExportRequest::after(Cursor::after_seq(3)),
+    ] {
+        let (memory, disk) = (collector.export(&request)?, data.export(&request)?);
+        assert_eq!(memory.header(), disk.header(), "{request:?}");
+        assert_eq!(memory.to_msgpack(), disk.to_msgpack(), "{request:?}");
+    }
+    Ok(())
+}
+
+#[test]
+fn seqs_are_never_reused_when_no_segment_is_left() -> TestResult {
+    let dir = tempdir()?;
+    let clock = ManualClock::new(T0);
+    let collector = open(dir.path(), &clock, |_| {})?;
+    record_all(&collector, 1..=10)?;
+    collector.clear();
+    collector.shutdown(PATIENCE)?;
+    // Only the empty segment that names the next seq is left. Opening removes an empty
+    // last segment before it creates the next one: a crash, or a failure to create it,
+    // in between leaves no segment at all, as here. The removal log still says which
+    // seqs were used.
+    let files = common::segment_files(dir.path())?;
+    assert_eq!(files.len(), 1);
+    std::fs::remove_file(&files[0])?;
+
+    let again = open(dir.path(), &clock, |_| {})?;
+    record_all(&again, 11..=11)?;
+    assert_eq!(again.stats().last_seq, Some(11), "a cleared seq was reused");
+    let export = DataDir::open(dir.path())?.export(&ExportRequest::default())?;
+    assert_eq!(export.gap(), gap(1, 10, GapReason::Cleared));
+    assert_eq!(seqs(&export)?, [11]);
     Ok(())
 }

@@ -79,23 +79,28 @@ pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), S
     sync_dir(dir)
 }
 
-/// The directory's own key: read if present, else generated and written owner-only.
+/// The directory's own key: read if present, else generated and written owner-only,
+/// through a temporary file renamed into place, so a crash never leaves a partial key.
+/// The caller holds the directory's lock.
 pub(crate) fn key(dir: &Path) -> Result<AnonymizationKey, crate::BuildError> {
     let path = dir.join(KEY);
     if path.exists() {
         return Ok(AnonymizationKey::from_file(&path)?);
     }
     let key = AnonymizationKey::generate()?;
+    let tmp = dir.join(format!(".{KEY}.tmp"));
+    let _ = std::fs::remove_file(&tmp);
     let mut options = OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let write = || -> std::io::Result<()> {
-        let mut f = options.open(&path)?;
+        let mut f = options.open(&tmp)?;
         f.write_all(format!("{}\n", key.to_hex()).as_bytes())?;
         f.sync_all()
     };
-    write().map_err(StorageError::io("write key file", &path))?;
+    write().map_err(StorageError::io("write key file", &tmp))?;
+    std::fs::rename(&tmp, &path).map_err(StorageError::io("rename into place", &path))?;
     sync_dir(dir)?;
     Ok(key)
 }

@@ -54,10 +54,11 @@ pub struct Damage {
     pub expected_seq: u64,
     /// What is wrong.
     pub reason: String,
-    /// Bytes moved aside, from `offset` to the end of the segment.
+    /// Bytes moved aside, from `offset` to the end of the segment (0 when seqs are
+    /// missing between segments).
     pub set_aside_bytes: u64,
-    /// Where they were moved.
-    pub set_aside_to: PathBuf,
+    /// Where they were moved, when any were.
+    pub set_aside_to: Option<PathBuf>,
 }
 
 /// The data directory's part of [`Stats`](crate::Stats).
@@ -188,7 +189,7 @@ impl LogWriter {
     ) -> Result<LogWriter, StorageError> {
         let segments_dir = root.join(dir::SEGMENTS);
         let mut removed = dir::read_pruned(root)?;
-        let recovered = recover(&segments_dir, config.on_damage, &mut removed, load)?;
+        let recovered = recover(root, config.on_damage, key_id, &mut removed, load)?;
         let mut closed = recovered.segments;
         let next_seq = recovered.next_seq;
         // An empty last segment is replaced: the new one may carry another key id.
@@ -213,7 +214,9 @@ impl LogWriter {
             removed,
             last_sync: Instant::now(),
             dirty: false,
-            synced_through: next_seq.checked_sub(1).filter(|&s| s > 0),
+            synced_through: next_seq
+                .checked_sub(1)
+                .filter(|&s| s > 0 && config.durability != Durability::Buffered),
             pruned: Pruned::default(),
             pruned_segments: 0,
             unpersisted: 0,
@@ -224,9 +227,6 @@ impl LogWriter {
         };
         writer.file = Some(writer.create_segment(next_seq)?);
         writer.disk_bytes += writer.active.bytes;
-        if !recovered.noted.is_empty() {
-            dir::write_pruned(root, &writer.removed)?;
-        }
         Ok(writer)
     }
 
@@ -538,24 +538,36 @@ struct Recovered {
     segments: VecDeque<SegmentInfo>,
     next_seq: u64,
     report: RecoveryReport,
-    /// Ranges this recovery added to the removal log.
-    noted: Vec<(u64, u64)>,
+}
+
+/// Notes seqs lost to damage in the removal log and makes the note durable, before the
+/// bytes that held them are touched.
+fn note_damaged(
+    root: &Path,
+    removed: &mut RemovalLog,
+    from: u64,
+    to: u64,
+) -> Result<(), StorageError> {
+    removed.note(from, to, GapReason::Damaged);
+    dir::write_pruned(root, removed)
 }
 
 /// Scans every segment: keeps each valid frame, cuts a torn tail off the last segment,
-/// and meets damage elsewhere per `on_damage`.
+/// and meets damage elsewhere per `on_damage`. Frames of segments under `key_id` are
+/// handed to `load` (others stay on disk, exported under their own key id).
 fn recover(
-    segments_dir: &Path,
+    root: &Path,
     on_damage: OnDamage,
+    key_id: Option<[u8; 8]>,
     removed: &mut RemovalLog,
     mut load: impl FnMut(Meta, &[u8]),
 ) -> Result<Recovered, StorageError> {
+    let segments_dir = &root.join(dir::SEGMENTS);
     let listed = segment::list(segments_dir).map_err(StorageError::io("list", segments_dir))?;
     let mut out = Recovered {
         segments: VecDeque::new(),
         next_seq: 1,
         report: RecoveryReport::default(),
-        noted: Vec::new(),
     };
     // Seqs lost to damage in the previous segment, up to the next segment's first.
     let mut lost_from: Option<u64> = None;
@@ -605,16 +617,38 @@ fn recover(
         if let Some(from) = lost_from.take()
             && from < first
         {
-            removed.note(from, first - 1, GapReason::Damaged);
-            out.noted.push((from, first - 1));
+            note_damaged(root, removed, from, first - 1)?;
+        } else if first > out.next_seq && !removed.covers(out.next_seq, first - 1) {
+            // Seqs missing between segments that no deletion explains: a lost file, or
+            // a segment cut short at a frame boundary.
+            let reason = format!(
+                "seqs {}..={} are missing before this segment and were never deleted",
+                out.next_seq,
+                first - 1
+            );
+            if on_damage == OnDamage::Fail {
+                return Err(damaged(0, reason, out.next_seq));
+            }
+            note_damaged(root, removed, out.next_seq, first - 1)?;
+            out.report.damage.push(Damage {
+                segment: path.clone(),
+                offset: 0,
+                expected_seq: out.next_seq,
+                reason,
+                set_aside_bytes: 0,
+                set_aside_to: None,
+            });
         }
+        let loads = scan.header().key_id == key_id;
         let mut info = SegmentInfo::new(path.clone(), first);
         let mut reserved_next = first;
         let bad = loop {
             match scan.next_frame().map_err(StorageError::io("read", path))? {
                 Step::Frame { meta, payload } => {
                     info.add(&meta, (frame::HEADER_LEN + payload.len()) as u64);
-                    load(meta, payload);
+                    if loads {
+                        load(meta, payload);
+                    }
                 }
                 Step::End => break None,
                 Step::Bad { offset, error } => break Some((offset, error)),
@@ -635,6 +669,15 @@ fn recover(
                 if on_damage == OnDamage::Fail {
                     return Err(damaged(offset, error.describe(), expected));
                 }
+                if last {
+                    // As many seqs as frames could have fitted: none is ever reused.
+                    let most = (file_len - offset).div_ceil(frame::HEADER_LEN as u64);
+                    let end = expected + most - 1;
+                    note_damaged(root, removed, expected, end)?;
+                    reserved_next = end + 1;
+                } else {
+                    lost_from = Some(expected);
+                }
                 let aside = set_aside(path, offset)?;
                 out.report.damage.push(Damage {
                     segment: path.clone(),
@@ -642,24 +685,21 @@ fn recover(
                     expected_seq: expected,
                     reason: error.describe(),
                     set_aside_bytes: file_len - offset,
-                    set_aside_to: aside,
+                    set_aside_to: Some(aside),
                 });
-                if last {
-                    // As many seqs as frames could have fitted: none is ever reused.
-                    let most = (file_len - offset).div_ceil(frame::HEADER_LEN as u64);
-                    let end = expected + most - 1;
-                    removed.note(expected, end, GapReason::Damaged);
-                    out.noted.push((expected, end));
-                    reserved_next = end + 1;
-                } else {
-                    lost_from = Some(expected);
-                }
             }
         }
         out.report.records += info.records();
         info.bytes = scan.offset();
         out.next_seq = info.next_seq.max(reserved_next);
         out.segments.push_back(info);
+    }
+    // Deleted seqs are never given again, even when no segment is left to say so.
+    out.next_seq = out.next_seq.max(removed.last_seq() + 1);
+    if let Some(from) = lost_from
+        && from < out.next_seq
+    {
+        note_damaged(root, removed, from, out.next_seq - 1)?;
     }
     Ok(out)
 }
@@ -722,13 +762,27 @@ fn cut(path: &Path, offset: u64) -> Result<(), StorageError> {
 
 /// Copies the bytes of `path` from `offset` to `<path>.damaged`, then cuts them off.
 fn set_aside(path: &Path, offset: u64) -> Result<PathBuf, StorageError> {
-    let mut aside = path.as_os_str().to_owned();
-    aside.push(".damaged");
-    let aside = PathBuf::from(aside);
+    let named = |n: u32| {
+        let mut name = path.as_os_str().to_owned();
+        name.push(if n == 0 {
+            ".damaged".to_owned()
+        } else {
+            format!(".damaged.{n}")
+        });
+        PathBuf::from(name)
+    };
+    // Never over earlier damage set aside from the same segment.
+    let aside = (0..u32::MAX)
+        .map(named)
+        .find(|p| !p.exists())
+        .unwrap_or_else(|| named(u32::MAX));
     let copy = || -> std::io::Result<()> {
         let mut from = File::open(path)?;
         from.seek(SeekFrom::Start(offset))?;
-        let mut to = File::create(&aside)?;
+        let mut to = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&aside)?;
         std::io::copy(&mut from, &mut to)?;
         to.sync_all()
     };

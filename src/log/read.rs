@@ -10,6 +10,7 @@ use super::segment::{self, OpenSegmentError, Scan, Step};
 use crate::error::{ExportError, StorageError};
 use crate::event::EventKind;
 use crate::export::{Builder, Cursor, Export, ExportRequest, GapReason};
+use crate::removal::RemovalLog;
 
 /// Feeds the records after the builder's cursor (and before `upto`, when given) from the
 /// segments to `b`. Records older than `cutoff` count as pruned for age. A gap between
@@ -22,9 +23,29 @@ pub(crate) fn export_from_disk(
     upto: Option<u64>,
     cutoff: Option<i64>,
 ) -> Result<(), StorageError> {
+    let removed = dir::read_pruned(root)?;
+    read_segments(root, b, upto, cutoff, &removed)?;
+    // Seqs before `upto` that no segment holds are gone: say so, or the caller would
+    // stand still at this cursor.
+    if let Some(upto) = upto
+        && !b.done()
+        && b.cursor() + 1 < upto
+    {
+        let reason = removed.reason(b.cursor() + 1, upto - 1);
+        b.gap_through(upto - 1, reason);
+    }
+    Ok(())
+}
+
+fn read_segments(
+    root: &Path,
+    b: &mut Builder<'_>,
+    upto: Option<u64>,
+    cutoff: Option<i64>,
+    removed: &RemovalLog,
+) -> Result<(), StorageError> {
     let segments_dir = root.join(dir::SEGMENTS);
     let listed = segment::list(&segments_dir).map_err(StorageError::io("list", &segments_dir))?;
-    let removed = dir::read_pruned(root)?;
     // The last segment starting at or before the first seq wanted.
     let start = listed
         .iter()

@@ -736,3 +736,16 @@ pub(crate) fn gated_collector(
     let collector = build_collector(clock.clone(), config, key)?;
     Ok((collector, clock))
 }
+
+/// The segment files of a data directory, by first seq.
+pub(crate) fn segment_files(dir: &std::path::Path) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir.join("segments"))? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "seg") {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
