@@ -13,7 +13,7 @@ use crossbeam_utils::CachePadded;
 
 use crate::anonymize::{AnonymizationKey, Anonymizer, KeyError, KeyOrigin, resolve_key};
 use crate::clock::{Clock, SystemClock, datetime};
-use crate::config::{AnonymizationMode, Config, Overflow};
+use crate::config::{AnonymizationMode, Config, Durability, Overflow};
 use crate::error::{
     BuildError, ConfigError, ExportError, FlushError, RecordError, ShutdownError, TryRecordError,
 };
@@ -156,6 +156,8 @@ pub(crate) struct Shared {
     /// The data directory's writer; locked before the store when both are.
     log: Mutex<Option<LogWriter>>,
     pub(crate) data_dir: Option<std::path::PathBuf>,
+    /// How often the idle worker must tick for interval syncs (fixed at build).
+    pub(crate) sync_interval: Option<Duration>,
     config: Mutex<Config>,
     started_at: i64,
     mode: AnonymizationMode,
@@ -186,14 +188,6 @@ impl Shared {
         self.log
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// How long until the data directory's interval sync is due (`MAX` when none is).
-    pub(crate) fn sync_due_in(&self) -> Duration {
-        self.lock_log()
-            .as_ref()
-            .and_then(LogWriter::sync_due_in)
-            .unwrap_or(Duration::MAX)
     }
 
     /// Syncs and closes the data directory, releasing its lock.
@@ -373,6 +367,10 @@ impl CollectorBuilder {
             closed: AtomicBool::new(false),
             store: Mutex::new(store),
             log: Mutex::new(log),
+            sync_interval: match (&dir, config.storage.durability) {
+                (Some(_), Durability::Interval(d)) => Some(d),
+                _ => None,
+            },
             data_dir: dir,
             mode: a.mode,
             key_id,

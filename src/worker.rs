@@ -1,5 +1,11 @@
 //! The ingest worker: drains the channel in batches, assigns `seq` and `time`,
 //! anonymizes, encodes, appends to the store and prunes.
+//!
+//! With a data directory the work is a two-stage pipeline: the ingest worker encodes
+//! and frames each batch and hands it to a commit thread, which writes it to the
+//! segment file (syncing per the durability policy), then appends it to the store and
+//! prunes. Encoding the next batch overlaps with writing the last one, and the store
+//! never holds a record the segments do not.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -32,14 +38,117 @@ const KEEP_BUFFER_BYTES: usize = 1 << 20;
 /// How often a closing worker re-checks the count of unresolved events.
 const CLOSE_RECHECK: Duration = Duration::from_millis(1);
 
+/// Batches between the ingest worker and the commit thread: what bounds the memory the
+/// pipeline holds beyond the queue.
+const COMMIT_QUEUE: usize = 4;
+
 pub(crate) fn spawn(
     shared: Arc<Shared>,
     rx: Receiver<Msg>,
     anonymizer: Anonymizer,
 ) -> std::io::Result<JoinHandle<()>> {
+    let committer = match shared.data_dir {
+        Some(_) => Some(Committer::spawn(Arc::clone(&shared))?),
+        None => None,
+    };
     std::thread::Builder::new()
         .name("arbiter-events-ingest".into())
-        .spawn(move || Worker::new(shared, anonymizer).run(&rx))
+        .spawn(move || Worker::new(shared, anonymizer, committer).run(&rx))
+}
+
+/// What the ingest worker hands the commit thread.
+enum Commit {
+    /// Frames to write, then append to the store.
+    Batch {
+        bytes: Vec<u8>,
+        frames: Vec<FrameRef>,
+    },
+    /// Nothing new: prune, and sync if an interval sync is due.
+    Tick,
+    /// Sync what was handed over before, then answer with any error since the last flush.
+    Flush(Sender<Result<(), String>>),
+    /// Sync, close the data directory, answer, stop.
+    Close(Sender<()>),
+}
+
+/// The commit thread's end of the pipeline, held by the ingest worker.
+struct Committer {
+    tx: Sender<Commit>,
+    /// Emptied buffers coming back, so batches do not allocate.
+    recycled: Receiver<(Vec<u8>, Vec<FrameRef>)>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Committer {
+    fn spawn(shared: Arc<Shared>) -> std::io::Result<Committer> {
+        let (tx, rx) = crossbeam_channel::bounded(COMMIT_QUEUE);
+        let (back, recycled) = crossbeam_channel::bounded(COMMIT_QUEUE + 1);
+        let thread = std::thread::Builder::new()
+            .name("arbiter-events-commit".into())
+            .spawn(move || run_committer(&shared, &rx, &back))?;
+        Ok(Committer {
+            tx,
+            recycled,
+            thread: Some(thread),
+        })
+    }
+}
+
+fn run_committer(shared: &Shared, rx: &Receiver<Commit>, back: &Sender<(Vec<u8>, Vec<FrameRef>)>) {
+    for msg in rx.iter() {
+        match msg {
+            Commit::Batch {
+                mut bytes,
+                mut frames,
+            } => {
+                commit_batch(shared, &bytes, &frames, frame::HEADER_LEN);
+                // A batch of unusually large records must not pin its buffer for good.
+                if bytes.capacity() <= KEEP_BUFFER_BYTES {
+                    bytes.clear();
+                    frames.clear();
+                    let _ = back.try_send((bytes, frames));
+                }
+            }
+            Commit::Tick => commit_batch(shared, &[], &[], frame::HEADER_LEN),
+            Commit::Flush(ack) => {
+                commit_batch(shared, &[], &[], frame::HEADER_LEN);
+                let result = shared
+                    .lock_log()
+                    .as_mut()
+                    .map_or(Ok(()), |l| l.commit(true));
+                let _ = ack.send(result);
+            }
+            Commit::Close(done) => {
+                shared.close_log();
+                let _ = done.send(());
+                return;
+            }
+        }
+    }
+    shared.close_log();
+}
+
+/// Writes `frames` (held in `bytes`) to the data directory, if there is one, syncing per
+/// the policy; then appends their records (each `header` bytes into its frame) to the
+/// store, and prunes memory and disk.
+fn commit_batch(shared: &Shared, bytes: &[u8], frames: &[FrameRef], header: usize) {
+    let now = shared.clock.now_unix_nanos();
+    let mut log = shared.lock_log();
+    if let Some(log) = log.as_mut() {
+        log.append(bytes, frames);
+        // Errors are kept for the next flush to report.
+        let _ = log.commit(false);
+    }
+    let mut store = shared.lock_store();
+    for f in frames {
+        store.push(f.meta, &bytes[f.start + header..f.end]);
+    }
+    store.prune_expired(now);
+    let cutoff = store.cutoff(now);
+    drop(store);
+    if let Some(log) = log.as_mut() {
+        log.prune(cutoff);
+    }
 }
 
 struct Worker {
@@ -53,10 +162,12 @@ struct Worker {
     encoded: Vec<u8>,
     /// Whether records are framed for the data directory.
     framed: bool,
+    /// The commit thread, when there is a data directory.
+    committer: Option<Committer>,
 }
 
 impl Worker {
-    fn new(shared: Arc<Shared>, anonymizer: Anonymizer) -> Worker {
+    fn new(shared: Arc<Shared>, anonymizer: Anonymizer, committer: Option<Committer>) -> Worker {
         // Numbering and time go on from what was recovered from the data directory.
         let (next_seq, last_time) = {
             let store = shared.lock_store();
@@ -70,16 +181,21 @@ impl Worker {
             last_time,
             pending: Vec::new(),
             encoded: Vec::new(),
+            committer,
         }
     }
 
     fn run(mut self, rx: &Receiver<Msg>) {
         loop {
-            let wait = self.shared.live.tick().min(self.shared.sync_due_in());
+            let wait = self
+                .shared
+                .live
+                .tick()
+                .min(self.shared.sync_interval.unwrap_or(Duration::MAX));
             let msg = match rx.recv_timeout(wait) {
                 Ok(msg) => msg,
                 Err(RecvTimeoutError::Timeout) => {
-                    let _ = self.commit(false);
+                    self.tick();
                     continue;
                 }
                 Err(RecvTimeoutError::Disconnected) => break,
@@ -89,8 +205,7 @@ impl Worker {
                 return;
             }
         }
-        let _ = self.commit(true);
-        self.shared.close_log();
+        self.finish();
     }
 
     /// Handles `first` and up to a batch of what follows it; returns a shutdown request.
@@ -102,11 +217,9 @@ impl Worker {
             taken += 1;
             match msg {
                 Msg::Event(event) => self.ingest(event),
-                Msg::Flush(ack) => {
-                    let _ = ack.send(self.commit(true));
-                }
+                Msg::Flush(ack) => self.flush(ack),
                 Msg::Shutdown { deadline, done } => {
-                    let _ = self.commit(true);
+                    self.commit();
                     return Some((deadline, done));
                 }
             }
@@ -114,7 +227,7 @@ impl Worker {
                 next = rx.try_recv().ok();
             }
         }
-        let _ = self.commit(false);
+        self.commit();
         None
     }
 
@@ -139,8 +252,7 @@ impl Worker {
                 Err(RecvTimeoutError::Disconnected) => break,
             }
         }
-        let _ = self.commit(true);
-        self.shared.close_log();
+        self.finish();
         let _ = done.send(());
     }
 
@@ -189,35 +301,72 @@ impl Worker {
         self.last_time = time;
     }
 
-    /// Writes the pending records to the data directory (syncing per the policy, or
-    /// forced by `flush`), appends them to the store and prunes, in one short hold of
-    /// the store's lock. Returns any data directory error since the last flush.
-    fn commit(&mut self, flush: bool) -> Result<(), String> {
-        let now = self.shared.clock.now_unix_nanos();
-        let mut log = self.shared.lock_log();
-        let mut result = Ok(());
-        if let Some(log) = log.as_mut() {
-            log.append(&self.encoded, &self.pending);
-            result = log.commit(flush);
+    /// Commits the pending records: hands them to the commit thread, or (without a data
+    /// directory) appends them to the store and prunes.
+    fn commit(&mut self) {
+        match &self.committer {
+            Some(c) => {
+                if self.pending.is_empty() {
+                    return;
+                }
+                let (bytes, frames) = c.recycled.try_recv().unwrap_or_default();
+                let bytes = std::mem::replace(&mut self.encoded, bytes);
+                let frames = std::mem::replace(&mut self.pending, frames);
+                // The commit thread outlives every send: it stops on `Close` only.
+                let _ = c.tx.send(Commit::Batch { bytes, frames });
+            }
+            None => {
+                commit_batch(&self.shared, &self.encoded, &self.pending, 0);
+                self.pending.clear();
+                self.encoded.clear();
+                // A batch of unusually large records must not pin its buffer for good.
+                if self.encoded.capacity() > KEEP_BUFFER_BYTES {
+                    self.encoded = Vec::new();
+                }
+            }
         }
-        let header = if self.framed { frame::HEADER_LEN } else { 0 };
-        let mut store = self.shared.lock_store();
-        for f in self.pending.drain(..) {
-            store.push(f.meta, &self.encoded[f.start + header..f.end]);
+    }
+
+    /// The idle tick: prune (and sync, if an interval sync is due).
+    fn tick(&mut self) {
+        self.commit();
+        if let Some(c) = &self.committer {
+            let _ = c.tx.send(Commit::Tick);
+        } else {
+            commit_batch(&self.shared, &[], &[], 0);
         }
-        store.prune_expired(now);
-        let cutoff = store.cutoff(now);
-        drop(store);
-        if let Some(log) = log.as_mut() {
-            log.prune(cutoff);
+    }
+
+    /// Answers a flush once everything before it is stored (and synced, per the policy).
+    fn flush(&mut self, ack: Sender<Result<(), String>>) {
+        self.commit();
+        match &self.committer {
+            Some(c) => {
+                if let Err(e) = c.tx.send(Commit::Flush(ack)) {
+                    if let Commit::Flush(ack) = e.into_inner() {
+                        let _ = ack.send(Err("the commit thread has stopped".to_owned()));
+                    }
+                }
+            }
+            None => {
+                let _ = ack.send(Ok(()));
+            }
         }
-        drop(log);
-        self.encoded.clear();
-        // A batch of unusually large records must not pin its buffer for good.
-        if self.encoded.capacity() > KEEP_BUFFER_BYTES {
-            self.encoded = Vec::new();
+    }
+
+    /// Commits what is pending and closes the data directory, waiting for the commit
+    /// thread to finish.
+    fn finish(&mut self) {
+        self.commit();
+        if let Some(mut c) = self.committer.take() {
+            let (done, closed) = crossbeam_channel::bounded(1);
+            if c.tx.send(Commit::Close(done)).is_ok() {
+                let _ = closed.recv();
+            }
+            if let Some(thread) = c.thread.take() {
+                let _ = thread.join();
+            }
         }
-        result
     }
 }
 

@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde::Serialize;
 
@@ -414,16 +414,6 @@ impl LogWriter {
     /// The seq the next record must have.
     pub(crate) fn next_seq(&self) -> u64 {
         self.active.next_seq
-    }
-
-    /// How long until an interval sync is due (for the idle worker's wait).
-    pub(crate) fn sync_due_in(&self) -> Option<Duration> {
-        match self.durability {
-            Durability::Interval(d) if self.dirty => {
-                Some(d.saturating_sub(self.last_sync.elapsed()))
-            }
-            _ => None,
-        }
     }
 
     /// Deletes whole segments: those whose every record is older than `cutoff`, then the
