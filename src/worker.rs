@@ -342,10 +342,10 @@ impl Worker {
         self.commit();
         match &self.committer {
             Some(c) => {
-                if let Err(e) = c.tx.send(Commit::Flush(ack)) {
-                    if let Commit::Flush(ack) = e.into_inner() {
-                        let _ = ack.send(Err("the commit thread has stopped".to_owned()));
-                    }
+                if let Err(e) = c.tx.send(Commit::Flush(ack))
+                    && let Commit::Flush(ack) = e.into_inner()
+                {
+                    let _ = ack.send(Err("the commit thread has stopped".to_owned()));
                 }
             }
             None => {
