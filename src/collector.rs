@@ -21,7 +21,7 @@ use crate::event::validate::Limits;
 use crate::event::{Attributes, Event, TaskStarted};
 use crate::execution::TaskExecution;
 use crate::export::{self, Export, ExportContext, ExportRequest};
-use crate::log::{LogWriter, dir as data_dir};
+use crate::log::{LogWriter, StorageStats, dir as data_dir};
 use crate::stats::{Dropped, State, Stats, StoreView};
 use crate::store::{Bounds, Store};
 use crate::worker::{self, Msg};
@@ -155,6 +155,9 @@ pub(crate) struct Shared {
     pub(crate) store: Mutex<Store>,
     /// The data directory's writer; locked before the store when both are.
     log: Mutex<Option<LogWriter>>,
+    /// The writer's counters as of its last change, so `stats()` never waits for a
+    /// write or sync in progress.
+    storage: Mutex<Option<StorageStats>>,
     pub(crate) data_dir: Option<std::path::PathBuf>,
     /// How often the idle worker must tick for interval syncs (fixed at build).
     pub(crate) sync_interval: Option<Duration>,
@@ -192,9 +195,19 @@ impl Shared {
 
     /// Syncs and closes the data directory, releasing its lock.
     pub(crate) fn close_log(&self) {
-        if let Some(log) = self.lock_log().as_mut() {
+        let mut log = self.lock_log();
+        if let Some(log) = log.as_mut() {
             log.close();
+            self.publish_storage(log);
         }
+    }
+
+    /// Publishes the writer's counters for `stats()`; called with the writer locked.
+    pub(crate) fn publish_storage(&self, log: &LogWriter) {
+        *self
+            .storage
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(log.stats());
     }
 
     fn lock_config(&self) -> MutexGuard<'_, Config> {
@@ -235,7 +248,11 @@ impl Shared {
     }
 
     fn stats(&self, queue_depth: usize) -> Stats {
-        let storage = self.lock_log().as_ref().map(LogWriter::stats);
+        let storage = self
+            .storage
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
         let store = self.lock_store();
         let view = StoreView {
             retained: store.retained(),
@@ -366,6 +383,7 @@ impl CollectorBuilder {
             paused: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             store: Mutex::new(store),
+            storage: Mutex::new(log.as_ref().map(LogWriter::stats)),
             log: Mutex::new(log),
             sync_interval: match (&dir, config.storage.durability) {
                 (Some(_), Durability::Interval(d)) => Some(d),
@@ -806,6 +824,7 @@ impl Collector {
         let mut log = shared.lock_log();
         if let Some(log) = log.as_mut() {
             log.clear();
+            shared.publish_storage(log);
         }
         shared.lock_store().clear()
     }

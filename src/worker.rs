@@ -112,10 +112,13 @@ fn run_committer(shared: &Shared, rx: &Receiver<Commit>, back: &Sender<(Vec<u8>,
             Commit::Tick => commit_batch(shared, &[], &[], frame::HEADER_LEN),
             Commit::Flush(ack) => {
                 commit_batch(shared, &[], &[], frame::HEADER_LEN);
-                let result = shared
-                    .lock_log()
-                    .as_mut()
-                    .map_or(Ok(()), |l| l.commit(true));
+                let mut log = shared.lock_log();
+                let result = log.as_mut().map_or(Ok(()), |l| {
+                    let synced = l.commit(true);
+                    shared.publish_storage(l);
+                    synced
+                });
+                drop(log);
                 let _ = ack.send(result);
             }
             Commit::Close(done) => {
@@ -148,6 +151,7 @@ fn commit_batch(shared: &Shared, bytes: &[u8], frames: &[FrameRef], header: usiz
     drop(store);
     if let Some(log) = log.as_mut() {
         log.prune(cutoff);
+        shared.publish_storage(log);
     }
 }
 
