@@ -49,7 +49,8 @@ pub(crate) struct ExportArgs {
     /// At most this many records.
     #[arg(long)]
     limit: Option<u64>,
-    /// Where to write the export: a file (written atomically) or `-` for standard output.
+    /// Where to write the export: a file (written atomically) or `-` for standard output
+    /// (not with --consumer).
     #[arg(long, default_value = "-")]
     out: PathBuf,
 }
@@ -73,6 +74,9 @@ fn spinner(message: &'static str) -> ProgressBar {
 }
 
 pub(crate) fn export(args: ExportArgs) -> CliResult {
+    if args.consumer.is_some() && args.out == Path::new("-") {
+        return Err("--consumer needs --out FILE: the cursor is committed only once the export is durable in a file".into());
+    }
     let dir = args.dir.open()?;
     let after = match (&args.consumer, args.after) {
         (Some(name), _) => dir.committed(name)?,
