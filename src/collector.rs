@@ -202,6 +202,15 @@ impl Shared {
         }
     }
 
+    /// Failed writes and syncs so far, and the last error, as last published.
+    fn storage_errors(&self) -> (u64, Option<String>) {
+        self.storage
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .map_or((0, None), |s| (s.write_errors, s.last_error.clone()))
+    }
+
     /// Publishes the writer's counters for `stats()`; called with the writer locked.
     pub(crate) fn publish_storage(&self, log: &LogWriter) {
         *self
@@ -722,6 +731,9 @@ impl Collector {
         if self.shared().closed.load(SeqCst) {
             return Err(FlushError::ShutDown);
         }
+        // Any write or sync error after this point concerns records this flush covers,
+        // even when a concurrent flush was the one told of it.
+        let errors_before = self.shared().storage_errors().0;
         let deadline = deadline_after(timeout);
         let (ack_tx, ack_rx) = crossbeam_channel::bounded(1);
         match self.inner.tx.send_deadline(Msg::Flush(ack_tx), deadline) {
@@ -730,7 +742,12 @@ impl Collector {
             Err(SendTimeoutError::Disconnected(_)) => return Err(FlushError::ShutDown),
         }
         match ack_rx.recv_deadline(deadline) {
-            Ok(Ok(())) => Ok(()),
+            Ok(Ok(())) => match self.shared().storage_errors() {
+                (errors, reason) if errors > errors_before => Err(FlushError::Storage {
+                    reason: reason.unwrap_or_default(),
+                }),
+                _ => Ok(()),
+            },
             Ok(Err(reason)) => Err(FlushError::Storage { reason }),
             Err(RecvTimeoutError::Timeout) => Err(FlushError::Timeout(timeout)),
             Err(RecvTimeoutError::Disconnected) => Err(FlushError::ShutDown),

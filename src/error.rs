@@ -301,6 +301,16 @@ pub enum StorageError {
         /// What is wrong.
         reason: String,
     },
+    /// The log of deleted seq ranges (`pruned.json`) cannot be read.
+    #[error(
+        "pruned-range log {path} is corrupt: {reason}; restore it from a backup (without it, gaps cannot be explained and deleted seqs could be given again)"
+    )]
+    BadPrunedLog {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// A cursor to commit is ahead of the last record on disk.
     #[error(
         "cannot commit cursor {after} for consumer {consumer:?}: the last seq on disk is {last_seq}"

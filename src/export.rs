@@ -642,6 +642,17 @@ pub(crate) fn export(ctx: ExportContext<'_>, req: &ExportRequest) -> Result<Expo
     loop {
         let store = lock();
         let first = store.first_seq();
+        if b.cursor() + 1 < first
+            && let Some(root) = ctx.data_dir
+        {
+            // Pruned from memory since the look above: those records are on disk.
+            drop(store);
+            crate::log::export_from_disk(root, &mut b, Some(first), Some(cutoff))?;
+            if b.done() || b.cursor() + 1 < first {
+                return Ok(b.finish(key_id));
+            }
+            continue;
+        }
         if b.cursor() + 1 < first {
             if !first_pass {
                 // Records removed while the lock was released: stop here, the next

@@ -25,7 +25,8 @@ pub(crate) struct RemovalLog {
 }
 
 impl RemovalLog {
-    /// Notes that `from..=to` (after every range noted so far) went for `reason`.
+    /// Notes that `from..=to` went for `reason` (usually after every range noted so far;
+    /// only adjacent ranges coalesce).
     pub(crate) fn note(&mut self, from: u64, to: u64, reason: GapReason) {
         if let Some(last) = self.ranges.back_mut()
             && last.reason == reason
@@ -64,17 +65,22 @@ impl RemovalLog {
         }
     }
 
-    /// The last seq any range covers (0 when none).
+    /// The last seq any range covers (0 when none). Ranges may be noted out of order
+    /// (a failed write noted before an older prune), so this is the largest end.
     pub(crate) fn last_seq(&self) -> u64 {
-        self.ranges.back().map_or(0, |r| r.to_seq)
+        self.ranges.iter().map(|r| r.to_seq).max().unwrap_or(0)
     }
 
-    /// Whether the ranges together cover every seq of `from..=to`.
+    /// Whether the ranges together cover every seq of `from..=to`, in whatever order
+    /// they were noted.
     pub(crate) fn covers(&self, from: u64, to: u64) -> bool {
+        let mut ranges: Vec<(u64, u64)> =
+            self.ranges.iter().map(|r| (r.from_seq, r.to_seq)).collect();
+        ranges.sort_unstable();
         let mut next = from;
-        for r in &self.ranges {
-            if r.from_seq <= next && r.to_seq >= next {
-                next = r.to_seq.saturating_add(1);
+        for (start, end) in ranges {
+            if start <= next && end >= next {
+                next = end.saturating_add(1);
             }
             if next > to {
                 return true;
@@ -90,5 +96,36 @@ impl RemovalLog {
 
     pub(crate) fn clear(&mut self) {
         self.ranges.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_noted_out_of_order_still_bound_and_cover() {
+        let mut log = RemovalLog::default();
+        // A failed write noted before an older prune.
+        log.note(26, 26, GapReason::Unpersisted);
+        log.note(1, 25, GapReason::Cleared);
+        assert_eq!(log.last_seq(), 26);
+        assert!(log.covers(1, 26));
+        assert!(!log.covers(1, 27));
+        assert_eq!(log.reason(1, 25), GapReason::Cleared);
+        assert_eq!(log.reason(20, 26), GapReason::Mixed);
+    }
+
+    #[test]
+    fn adjacent_ranges_coalesce_and_the_log_stays_bounded() {
+        let mut log = RemovalLog::default();
+        log.note(1, 5, GapReason::Age);
+        log.note(6, 9, GapReason::Age);
+        assert_eq!(log.len(), 1);
+        for seq in (20..20 + 4 * MAX_RANGES as u64).step_by(2) {
+            log.note(seq, seq, GapReason::Capacity);
+        }
+        assert!(log.len() <= MAX_RANGES);
+        assert!(log.covers(1, 9));
     }
 }

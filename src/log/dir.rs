@@ -109,7 +109,7 @@ pub(crate) fn key(dir: &Path) -> Result<AnonymizationKey, crate::BuildError> {
 pub(crate) fn read_pruned(dir: &Path) -> Result<RemovalLog, StorageError> {
     let path = dir.join(PRUNED);
     match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StorageError::BadCursor {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StorageError::BadPrunedLog {
             path,
             reason: e.to_string(),
         }),

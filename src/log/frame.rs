@@ -118,8 +118,12 @@ pub(crate) fn check(head: &[u8; HEADER_LEN], payload: &[u8]) -> Result<Meta, Fra
             "the frame's reserved bytes are not zero",
         ));
     }
+    let seq = u64::from_le_bytes(word(8));
+    if seq == 0 || seq == u64::MAX {
+        return Err(FrameError::Header("the frame's seq is out of range"));
+    }
     Ok(Meta {
-        seq: u64::from_le_bytes(word(8)),
+        seq,
         time: i64::from_le_bytes(word(16)),
         kind,
         task: end.map(|end| TaskMeta {
@@ -220,6 +224,21 @@ mod tests {
                 let payload = &bad[HEADER_LEN..HEADER_LEN + len];
                 assert!(check(&head, payload).is_err(), "byte {byte} bit {bit}");
             }
+        }
+    }
+
+    #[test]
+    fn seqs_at_the_ends_of_the_range_are_refused() {
+        for seq in [0, u64::MAX] {
+            let meta = Meta {
+                seq,
+                time: 0,
+                kind: EventKind::Custom,
+                task: None,
+            };
+            let buf = frame(&meta, b"x");
+            let (head, payload) = split(&buf);
+            assert!(matches!(check(&head, payload), Err(FrameError::Header(_))));
         }
     }
 }

@@ -157,6 +157,8 @@ pub(crate) struct LogWriter {
     file: Option<File>,
     disk_bytes: u64,
     removed: RemovalLog,
+    /// `removed` changed and the change is not on disk yet.
+    pruned_unwritten: bool,
     last_sync: Instant,
     dirty: bool,
     synced_through: Option<u64>,
@@ -212,6 +214,7 @@ impl LogWriter {
             file: None,
             disk_bytes,
             removed,
+            pruned_unwritten: false,
             last_sync: Instant::now(),
             dirty: false,
             synced_through: next_seq
@@ -251,14 +254,26 @@ impl LogWriter {
             f.write_all(&header.encode())?;
             Ok(f)
         };
-        let file = create().map_err(StorageError::io("create segment", &path))?;
-        if self.syncs() {
-            file.sync_all()
-                .map_err(StorageError::io("sync segment", &path))?;
-            dir::sync_dir(&self.segments_dir)?;
+        let created = create().map_err(StorageError::io("create segment", &path));
+        let synced = created.and_then(|file| {
+            if self.syncs() {
+                file.sync_all()
+                    .map_err(StorageError::io("sync segment", &path))?;
+                dir::sync_dir(&self.segments_dir)?;
+            }
+            Ok(file)
+        });
+        match synced {
+            Ok(file) => {
+                self.active = SegmentInfo::new(path, first_seq);
+                Ok(file)
+            }
+            Err(e) => {
+                // `create_new` made it ours: a file without its header must not stay.
+                let _ = std::fs::remove_file(&path);
+                Err(e)
+            }
         }
-        self.active = SegmentInfo::new(path, first_seq);
-        Ok(file)
     }
 
     /// Closes the active segment (synced unless buffered) and starts one at `first_seq`.
@@ -272,16 +287,20 @@ impl LogWriter {
             self.dirty = false;
             self.synced_through = self.active.next_seq.checked_sub(1);
         }
-        let done = std::mem::replace(
-            &mut self.active,
-            SegmentInfo::new(PathBuf::new(), first_seq),
-        );
+        // Until the new file exists, the active segment is a placeholder of no bytes.
+        let placeholder = SegmentInfo {
+            bytes: 0,
+            ..SegmentInfo::new(PathBuf::new(), first_seq)
+        };
+        let done = std::mem::replace(&mut self.active, placeholder);
         if done.records() > 0 {
             self.closed.push_back(done);
         } else {
             // Nothing in it: remove it rather than keep an empty file.
-            self.disk_bytes -= done.bytes;
-            let _ = std::fs::remove_file(&done.path);
+            self.disk_bytes = self.disk_bytes.saturating_sub(done.bytes);
+            if !done.path.as_os_str().is_empty() {
+                let _ = std::fs::remove_file(&done.path);
+            }
         }
         let file = self.create_segment(first_seq)?;
         self.disk_bytes += self.active.bytes;
@@ -336,9 +355,13 @@ impl LogWriter {
             };
             if let Err(e) = written {
                 let e = StorageError::io("write segment", &self.active.path)(e);
-                // Cut the partial write so the segment ends on a whole frame.
+                // Cut the partial write so the segment ends on a whole frame, and sync
+                // what was written before it (the file is abandoned).
                 if let Some(file) = self.file.take() {
                     let _ = file.set_len(self.active.bytes);
+                    if self.dirty && self.syncs() && file.sync_data().is_ok() {
+                        self.dirty = false;
+                    }
                 }
                 self.lose(&frames[i..], &e);
                 return;
@@ -359,13 +382,27 @@ impl LogWriter {
             self.unpersisted += frames.len() as u64;
             self.removed
                 .note(first.meta.seq, last.meta.seq, GapReason::Unpersisted);
-            let _ = dir::write_pruned(&self.root, &self.removed);
+            self.pruned_unwritten = true;
+            self.write_pruned();
+        }
+    }
+
+    /// Writes the removal log if a change to it has not reached disk yet; kept for the
+    /// next commit when it fails (the directory cannot be opened without it).
+    fn write_pruned(&mut self) {
+        if !self.pruned_unwritten {
+            return;
+        }
+        match dir::write_pruned(&self.root, &self.removed) {
+            Ok(()) => self.pruned_unwritten = false,
+            Err(e) => self.failed(&e),
         }
     }
 
     /// Syncs per the policy; `flush` forces a sync of unsynced writes (except when
     /// buffered). Returns the error seen since the last flush, if any.
     pub(crate) fn commit(&mut self, flush: bool) -> Result<(), String> {
+        self.write_pruned();
         let due = match self.durability {
             Durability::Buffered => false,
             Durability::EveryBatch => true,
@@ -467,15 +504,19 @@ impl LogWriter {
         if reasons.is_empty() {
             return;
         }
+        // Noted in a copy, kept only once it is on disk: a failure must not note the
+        // same ranges again at the next prune.
+        let mut removed = self.removed.clone();
         for (s, &why) in self.closed.iter().zip(reasons) {
             if s.records() > 0 {
-                self.removed.note(s.first_seq, s.next_seq - 1, why.into());
+                removed.note(s.first_seq, s.next_seq - 1, why.into());
             }
         }
-        if let Err(e) = dir::write_pruned(&self.root, &self.removed) {
+        if let Err(e) = dir::write_pruned(&self.root, &removed) {
             self.failed(&e);
             return;
         }
+        self.removed = removed;
         for &why in reasons {
             let Some(s) = self.closed.pop_front() else {
                 break;
@@ -485,7 +526,7 @@ impl LogWriter {
                 self.closed.push_front(s);
                 break;
             }
-            self.disk_bytes -= s.bytes;
+            self.disk_bytes = self.disk_bytes.saturating_sub(s.bytes);
             self.pruned_segments += 1;
             for _ in 0..s.records() {
                 self.pruned.count(why);
@@ -583,15 +624,36 @@ fn recover(
                 out.report.truncated_bytes += file_len;
                 continue;
             }
-            Err(OpenSegmentError::Short { .. }) => {
-                return Err(damaged(
-                    0,
-                    "shorter than a segment header".into(),
-                    out.next_seq,
-                ));
-            }
-            Err(OpenSegmentError::Header(reason)) => {
-                return Err(damaged(0, reason.into(), out.next_seq));
+            Err(e) => {
+                let reason = match e {
+                    OpenSegmentError::Header(reason) => reason,
+                    _ => "shorter than a segment header",
+                };
+                if on_damage == OnDamage::Fail {
+                    return Err(damaged(0, reason.into(), out.next_seq));
+                }
+                // The whole file goes aside. Its seqs show as a gap at the next segment;
+                // when it was the last, as many seqs as frames could have fitted.
+                let aside = set_aside(path, 0)?;
+                std::fs::remove_file(path).map_err(StorageError::io("remove", path))?;
+                out.report.damage.push(Damage {
+                    segment: path.clone(),
+                    offset: 0,
+                    expected_seq: out.next_seq,
+                    reason: reason.into(),
+                    set_aside_bytes: file_len,
+                    set_aside_to: Some(aside),
+                });
+                let from = out.next_seq.min(*named_seq);
+                if last {
+                    let most = file_len.div_ceil(frame::HEADER_LEN as u64).max(1);
+                    let end = named_seq.max(&out.next_seq).saturating_add(most);
+                    note_damaged(root, removed, from, end)?;
+                    out.next_seq = end + 1;
+                } else {
+                    lost_from.get_or_insert(from);
+                }
+                continue;
             }
         };
         let first = scan.header().first_seq;

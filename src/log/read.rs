@@ -29,9 +29,9 @@ pub(crate) fn export_from_disk(
     // stand still at this cursor.
     if let Some(upto) = upto
         && !b.done()
-        && b.cursor() + 1 < upto
+        && b.cursor().saturating_add(1) < upto
     {
-        let reason = removed.reason(b.cursor() + 1, upto - 1);
+        let reason = removed.reason(b.cursor().saturating_add(1), upto - 1);
         b.gap_through(upto - 1, reason);
     }
     Ok(())
@@ -49,7 +49,7 @@ fn read_segments(
     // The last segment starting at or before the first seq wanted.
     let start = listed
         .iter()
-        .rposition(|(first, _)| *first <= b.cursor() + 1)
+        .rposition(|(first, _)| *first <= b.cursor().saturating_add(1))
         .unwrap_or(0);
     for (i, (_, path)) in listed.iter().enumerate().skip(start) {
         let last = i + 1 == listed.len();
@@ -64,20 +64,20 @@ fn read_segments(
                 return Err(damaged(
                     path,
                     0,
-                    b.cursor() + 1,
+                    b.cursor().saturating_add(1),
                     "shorter than a segment header",
                 ));
             }
             Err(OpenSegmentError::Header(reason)) => {
-                return Err(damaged(path, 0, b.cursor() + 1, reason));
+                return Err(damaged(path, 0, b.cursor().saturating_add(1), reason));
             }
         };
         let first = scan.header().first_seq;
         if upto.is_some_and(|u| first >= u) {
             return Ok(());
         }
-        if first > b.cursor() + 1 {
-            let reason = removed.reason(b.cursor() + 1, first - 1);
+        if first > b.cursor().saturating_add(1) {
+            let reason = removed.reason(b.cursor().saturating_add(1), first - 1);
             if !b.gap_through(first - 1, reason) {
                 return Ok(());
             }
@@ -362,7 +362,7 @@ impl DataDir {
                             }
                             Step::End => break,
                             Step::Bad { offset, error } if last && error.is_incomplete() => {
-                                seg.incomplete_tail_bytes = bytes - offset;
+                                seg.incomplete_tail_bytes = bytes.saturating_sub(offset);
                                 break;
                             }
                             Step::Bad { offset, error } => {

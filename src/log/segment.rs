@@ -63,6 +63,9 @@ impl SegmentHeader {
         }
         let mut first = [0u8; 8];
         first.copy_from_slice(&b[16..24]);
+        if matches!(u64::from_le_bytes(first), 0 | u64::MAX) {
+            return Err("the segment's first seq is out of range");
+        }
         let mut key = [0u8; 8];
         key.copy_from_slice(&b[24..32]);
         Ok(SegmentHeader {
