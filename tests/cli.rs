@@ -50,56 +50,27 @@ fn a_consumer_pulls_what_is_new_and_commits_after_the_file_is_written() -> TestR
     let dir = tmp.path().join("data");
     data_dir(&dir, 5)?;
     let d = dir.to_str().ok_or("path")?;
-    let first = tmp.path().join("first.msgpack");
-    let out = cli(&[
-        "export",
-        "--data-dir",
-        d,
-        "--consumer",
-        "rl",
-        "--out",
-        first.to_str().ok_or("path")?,
-    ])?;
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("committed for consumer rl"),
-        "{}",
-        stderr(&out)
-    );
-    let file = read_export(std::fs::File::open(&first)?)?;
-    let seqs: Vec<u64> = file.records.iter().map(|r| r.seq).collect();
+    // Pulls for consumer `rl` into `name`: the seqs it got, and what the command said.
+    let pull = |name: &str| -> common::Result<(Vec<u64>, String)> {
+        let file = tmp.path().join(name);
+        let path = file.to_str().ok_or("path")?;
+        let out = cli(&["export", "--data-dir", d, "--consumer", "rl", "--out", path])?;
+        assert!(out.status.success(), "{}", stderr(&out));
+        let export = read_export(std::fs::File::open(&file)?)?;
+        Ok((export.records.iter().map(|r| r.seq).collect(), stderr(&out)))
+    };
+    let (seqs, said) = pull("first.msgpack")?;
     assert_eq!(seqs, [1, 2, 3, 4, 5]);
+    assert!(said.contains("committed for consumer rl"), "{said}");
 
     // Nothing new: an empty export, and the cursor stays.
-    let second = tmp.path().join("second.msgpack");
-    let out = cli(&[
-        "export",
-        "--data-dir",
-        d,
-        "--consumer",
-        "rl",
-        "--out",
-        second.to_str().ok_or("path")?,
-    ])?;
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stderr(&out).contains("nothing new"), "{}", stderr(&out));
-    assert_eq!(read_export(std::fs::File::open(&second)?)?.records.len(), 0);
+    let (seqs, said) = pull("second.msgpack")?;
+    assert!(seqs.is_empty());
+    assert!(said.contains("nothing new"), "{said}");
 
     // More records: only they come.
     data_dir(&dir, 2)?;
-    let third = tmp.path().join("third.msgpack");
-    let out = cli(&[
-        "export",
-        "--data-dir",
-        d,
-        "--consumer",
-        "rl",
-        "--out",
-        third.to_str().ok_or("path")?,
-    ])?;
-    assert!(out.status.success(), "{}", stderr(&out));
-    let file = read_export(std::fs::File::open(&third)?)?;
-    let seqs: Vec<u64> = file.records.iter().map(|r| r.seq).collect();
+    let (seqs, _) = pull("third.msgpack")?;
     assert_eq!(seqs, [6, 7]);
 
     let out = cli(&["stats", "--data-dir", d])?;
