@@ -110,18 +110,24 @@ fn flush_after_shutdown_is_refused() -> TestResult {
     Ok(())
 }
 
-#[test]
-fn flush_times_out_while_the_worker_is_held() -> TestResult {
-    let (collector, clock) = gated(16, Overflow::Block)?;
-    let closed = clock.hold(PATIENCE)?;
-    collector.record(used(1))?;
+/// A flush times out while the worker is held; once released, the next flush drains.
+fn times_out_then_drains<T>(collector: &Collector, held: T) -> TestResult {
     let timeout = Duration::from_millis(20);
     assert!(matches!(
         collector.flush(timeout),
         Err(FlushError::Timeout(t)) if t == timeout
     ));
-    drop(closed);
+    drop(held);
     collector.flush(PATIENCE)?;
+    Ok(())
+}
+
+#[test]
+fn flush_times_out_while_the_worker_is_held() -> TestResult {
+    let (collector, clock) = gated(16, Overflow::Block)?;
+    let closed = clock.hold(PATIENCE)?;
+    collector.record(used(1))?;
+    times_out_then_drains(&collector, closed)?;
     let s = collector.stats();
     assert_eq!((s.stored, s.in_flight), (1, 0));
     Ok(())
@@ -139,13 +145,7 @@ fn flush_times_out_on_a_saturated_block_queue() -> TestResult {
     }
     assert_eq!(accepted, CAPACITY as u64);
     assert_eq!(collector.stats().queue_depth, CAPACITY);
-    let timeout = Duration::from_millis(20);
-    assert!(matches!(
-        collector.flush(timeout),
-        Err(FlushError::Timeout(t)) if t == timeout
-    ));
-    drop(closed);
-    collector.flush(PATIENCE)?;
+    times_out_then_drains(&collector, closed)?;
     let s = collector.stats();
     assert_eq!(s.stored, CAPACITY as u64);
     assert_eq!(s.dropped.queue_full, 1);
