@@ -242,6 +242,11 @@ fn print_verify(report: &VerifyReport) {
             s.key_id.as_deref().unwrap_or("none"),
         );
     }
+    for (from, to) in &report.missing {
+        println!(
+            "MISSING: seqs {from}..={to} are in no segment and pruned.json does not explain them (a segment or pruned.json was deleted or renamed, or the tail was lost)"
+        );
+    }
     let seqs = report.seqs.map_or_else(
         || "no records".to_owned(),
         |(a, b)| format!("seq {a}..={b}"),
