@@ -836,10 +836,15 @@ fn recover(
         .max(state::max_committed(root));
     if high_water >= out.next_seq {
         let (from, to) = (out.next_seq, high_water);
+        // Named at the end of the last segment file (0 when it did not survive).
         let last_path = listed
             .last()
             .map_or_else(|| segments_dir.clone(), |(_, p)| p.clone());
-        let offset = out.segments.back().map_or(0, |s| s.bytes);
+        let offset = out
+            .segments
+            .back()
+            .filter(|s| s.path == last_path)
+            .map_or(0, |s| s.bytes);
         let reason = format!(
             "seqs {from}..={to} were made durable or pulled by a consumer, and no segment holds them"
         );
