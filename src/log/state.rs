@@ -68,8 +68,7 @@ impl SyncedState {
             return None;
         }
         let crc = u32::from_le_bytes([b[60], b[61], b[62], b[63]]);
-        if crc != crc32fast::hash(&b[0..60]) || b[48] > 1 || b[49..60].iter().any(|&x| x != 0)
-        {
+        if crc != crc32fast::hash(&b[0..60]) || b[48] > 1 || b[49..60].iter().any(|&x| x != 0) {
             return None;
         }
         let word = |at: usize| {
