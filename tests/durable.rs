@@ -425,6 +425,36 @@ fn a_last_frame_cut_in_half_is_cut_off() -> TestResult {
     Ok(())
 }
 
+#[test]
+fn a_synced_last_frame_whose_length_runs_past_the_end_is_damage() -> TestResult {
+    let dir = tempdir()?;
+    let clock = ManualClock::new(T0);
+    write_and_close(open(dir.path(), &clock, |_| {})?, 1..=5)?;
+    let segment = last_segment(dir.path())?;
+    let last = frames(&segment)?.pop().ok_or("no frame")?;
+    // The length's high byte flipped: the frame now runs past the end of the file, as a
+    // torn write would, but it was synced.
+    flip(&segment, last.start + 3)?;
+
+    let report = DataDir::open(dir.path())?.verify(|_| {})?;
+    assert!(report.is_damaged(), "{report:#?}");
+    let refused = open(dir.path(), &clock, |_| {});
+    assert!(
+        matches!(&refused, Err(BuildError::Storage(StorageError::Damaged { offset, expected_seq: 5, .. })) if *offset == last.start),
+        "{refused:?}"
+    );
+    let collector = open(dir.path(), &clock, |c| {
+        c.storage.on_damage = OnDamage::Truncate
+    })?;
+    let recovery = storage(&collector)?.recovery;
+    assert_eq!(recovery.truncated_bytes, 0, "{recovery:#?}");
+    assert_eq!(recovery.damage.len(), 1, "{recovery:#?}");
+    record_all(&collector, 6..=6)?;
+    // Seq 5 is never given to the new record.
+    assert!(collector.stats().last_seq > Some(5));
+    Ok(())
+}
+
 /// A directory of ten records in one segment with the payload of seq 3 damaged; returns
 /// the segment, where the damaged frame starts, and the segment's length.
 fn damaged_dir(dir: &Path, clock: &ManualClock) -> common::Result<(PathBuf, u64, u64)> {

@@ -185,6 +185,7 @@ pub(crate) fn stats(args: DirArg) -> CliResult {
         "kinds": kinds,
         "consumers": consumers,
         "damaged": report.is_damaged(),
+        "missing": report.missing,
     });
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
