@@ -205,6 +205,11 @@ pub struct ExportHeader {
     pub first_seq: Option<u64>,
     /// The seq of the last record.
     pub last_seq: Option<u64>,
+    /// The export holds records not known to be synced to disk (a data directory
+    /// written under `durability = "buffered"`): a machine crash may take them back.
+    /// Written only when true; files without it read as false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unsynced: bool,
 }
 
 /// The last value of an export file: lets a reader detect truncation and corruption.
@@ -345,6 +350,11 @@ pub struct Export {
 }
 
 impl Export {
+    /// Marks the export as holding records not known to be synced.
+    pub(crate) fn mark_unsynced(&mut self) {
+        self.header.unsynced = true;
+    }
+
     /// The header (cursors, gap, filters, counts).
     pub fn header(&self) -> &ExportHeader {
         &self.header
@@ -591,6 +601,7 @@ impl<'r> Builder<'r> {
             count: self.count,
             first_seq: self.first_seq,
             last_seq: self.last_seq,
+            unsynced: false,
         };
         // One pass over the whole buffer lets BLAKE3 hash many chunks at once.
         let checksum = blake3::hash(&self.records).to_hex().to_string();

@@ -65,6 +65,21 @@ impl RemovalLog {
         }
     }
 
+    /// Why the seqs `from..=to`, missing from the data directory, are gone: as
+    /// [`RemovalLog::reason`], but `damaged` when no range explains any of them (a
+    /// segment or the log itself was lost).
+    pub(crate) fn explain(&self, from: u64, to: u64) -> GapReason {
+        if self
+            .ranges
+            .iter()
+            .any(|r| r.to_seq >= from && r.from_seq <= to)
+        {
+            self.reason(from, to)
+        } else {
+            GapReason::Damaged
+        }
+    }
+
     /// The last seq any range covers (0 when none). Ranges may be noted out of order
     /// (a failed write noted before an older prune), so this is the largest end.
     pub(crate) fn last_seq(&self) -> u64 {

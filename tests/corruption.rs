@@ -339,14 +339,19 @@ fn check_report(
         // A segment whose header cannot be read goes aside whole.
         Effect::Header => set_aside_whole(report, segment, len_now),
         Effect::Short { .. } if !last => set_aside_whole(report, segment, len_now),
+        // The last segment's header was synced: its records are lost, never reused.
         Effect::Short { len } => {
             assert_eq!(report.truncated_bytes, len);
-            assert!(report.damage.is_empty(), "{report:#?}");
-            Ok(true)
+            tail_lost(report, segment, 0, segment.first_seq)?;
+            Ok(false)
         }
         Effect::Clean { kept } => {
             assert_eq!(report.truncated_bytes, 0, "{report:#?}");
             match next {
+                // The synced tail is gone: damage, its seqs never given again.
+                None if kept < segment.frames.len() => {
+                    tail_lost(report, segment, len_now, segment.first_seq + kept as u64)?;
+                }
                 // Records missing before the next segment, and no deletion explains
                 // them: damage, with nothing to set aside.
                 Some(next) if kept < segment.frames.len() => {
@@ -364,15 +369,29 @@ fn check_report(
             Ok(false)
         }
         Effect::Bad { offset, kept } => {
-            if last && report.damage.is_empty() {
+            // Only bytes after the synced position (the end of the last segment as
+            // written) can be a torn write; anything before it is damage.
+            if last && offset >= segment.len {
+                assert!(report.damage.is_empty(), "{report:#?}");
                 assert_eq!(report.truncated_bytes, len_now - offset, "{report:#?}");
                 assert!(report.truncated_frames >= 1, "{report:#?}");
                 return Ok(true);
             }
             assert_eq!(report.truncated_bytes, 0, "{report:#?}");
-            let [damage] = report.damage.as_slice() else {
-                panic!("one damage expected: {report:#?}");
-            };
+            // A cut inside a frame of the last segment may leave fewer bytes than the
+            // frames it took: the rest of the synced tail is reported lost too.
+            let (damage, rest) = report
+                .damage
+                .split_first()
+                .ok_or_else(|| format!("damage expected: {report:#?}"))?;
+            match rest {
+                [] => {}
+                [tail] if last => {
+                    assert_eq!(tail.set_aside_bytes, 0, "{report:#?}");
+                    assert!(tail.expected_seq > damage.expected_seq, "{report:#?}");
+                }
+                _ => panic!("one damage expected: {report:#?}"),
+            }
             assert_eq!(damage.segment, segment.path);
             assert_eq!(damage.offset, offset);
             assert_eq!(damage.expected_seq, segment.first_seq + kept as u64);
@@ -386,6 +405,24 @@ fn check_report(
             Ok(false)
         }
     }
+}
+
+/// The report of a lost synced tail of the last segment: one damage, nothing set aside.
+fn tail_lost(
+    report: &RecoveryReport,
+    segment: &Segment,
+    offset: u64,
+    expected_seq: u64,
+) -> TestResult {
+    let [damage] = report.damage.as_slice() else {
+        panic!("one damage expected: {report:#?}");
+    };
+    assert_eq!(damage.segment, segment.path);
+    assert_eq!(damage.offset, offset);
+    assert_eq!(damage.expected_seq, expected_seq);
+    assert_eq!(damage.set_aside_bytes, 0);
+    assert_eq!(damage.set_aside_to, None);
+    Ok(())
 }
 
 fn run(n: u64, corruption: &Corruption) -> TestResult {
@@ -426,8 +463,7 @@ fn run(n: u64, corruption: &Corruption) -> TestResult {
     let in_copy = |dir: &Path| in_copy_of(dir, segment);
 
     let truncated = open(&truncate_dir, OnDamage::Truncate);
-    let unrecoverable =
-        matches!(effect, Effect::Header) || matches!(effect, Effect::Short { .. } if !last);
+    let unrecoverable = matches!(effect, Effect::Header | Effect::Short { .. });
     let torn = match truncated {
         Err(err) => {
             return Err(format!("{effect:?} refused under truncate: {err:?}").into());
@@ -494,6 +530,12 @@ fn run(n: u64, corruption: &Corruption) -> TestResult {
     };
 
     let failed = open(&fail_dir, OnDamage::Fail);
+    // `verify` agrees with the writer: damaged exactly when the writer refuses.
+    assert_eq!(
+        report.is_damaged(),
+        failed.is_err(),
+        "verify: {report:#?}, writer: {failed:?}"
+    );
     let fail_path = in_copy(&fail_dir)?.path;
     match (effect, failed) {
         (Effect::Bad { offset, kept }, Err(err)) => {
@@ -520,6 +562,10 @@ fn run(n: u64, corruption: &Corruption) -> TestResult {
             assert_eq!(report.truncated_bytes, len_now - offset);
             assert!(report.damage.is_empty());
             assert_eq!(report.records, kept.len() as u64);
+        }
+        (Effect::Clean { kept }, Err(err)) if last => {
+            assert!(kept < segment.frames.len(), "a clean cut refused: {err:?}");
+            assert!(is_damage_at(&err, &fail_path, len_now), "{err:?}");
         }
         (Effect::Clean { kept }, Err(err)) => {
             let next = segments

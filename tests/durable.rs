@@ -384,7 +384,13 @@ fn garbage_after_the_last_frame_is_cut() -> TestResult {
 fn a_last_frame_cut_in_half_is_cut_off() -> TestResult {
     let dir = tempdir()?;
     let clock = ManualClock::new(T0);
-    write_and_close(open(dir.path(), &clock, |_| {})?, 1..=5)?;
+    write_and_close(open(dir.path(), &clock, |_| {})?, 1..=4)?;
+    // Seq 5 is written after the synced position the directory publishes: the state
+    // file is put back as it was before, as if the writer died before syncing it.
+    let state = dir.path().join("synced");
+    let before = std::fs::read(&state)?;
+    write_and_close(open(dir.path(), &clock, |_| {})?, 5..=5)?;
+    std::fs::write(&state, before)?;
     let segment = last_segment(dir.path())?;
     let last = frames(&segment)?.pop().ok_or("no frame")?;
     assert_eq!(frame_seq(&segment, &last)?, 5);
@@ -416,6 +422,36 @@ fn a_last_frame_cut_in_half_is_cut_off() -> TestResult {
     assert_eq!(fresh.len(), 2);
     assert!(fresh.iter().all(|r| marker(r) >= Some(100)), "{fresh:?}");
     assert!(got.windows(2).all(|w| w[0].seq < w[1].seq));
+    Ok(())
+}
+
+#[test]
+fn a_synced_last_frame_whose_length_runs_past_the_end_is_damage() -> TestResult {
+    let dir = tempdir()?;
+    let clock = ManualClock::new(T0);
+    write_and_close(open(dir.path(), &clock, |_| {})?, 1..=5)?;
+    let segment = last_segment(dir.path())?;
+    let last = frames(&segment)?.pop().ok_or("no frame")?;
+    // The length's high byte flipped: the frame now runs past the end of the file, as a
+    // torn write would, but it was synced.
+    flip(&segment, last.start + 3)?;
+
+    let report = DataDir::open(dir.path())?.verify(|_| {})?;
+    assert!(report.is_damaged(), "{report:#?}");
+    let refused = open(dir.path(), &clock, |_| {});
+    assert!(
+        matches!(&refused, Err(BuildError::Storage(StorageError::Damaged { offset, expected_seq: 5, .. })) if *offset == last.start),
+        "{refused:?}"
+    );
+    let collector = open(dir.path(), &clock, |c| {
+        c.storage.on_damage = OnDamage::Truncate
+    })?;
+    let recovery = storage(&collector)?.recovery;
+    assert_eq!(recovery.truncated_bytes, 0, "{recovery:#?}");
+    assert_eq!(recovery.damage.len(), 1, "{recovery:#?}");
+    record_all(&collector, 6..=6)?;
+    // Seq 5 is never given to the new record.
+    assert!(collector.stats().last_seq > Some(5));
     Ok(())
 }
 

@@ -6,6 +6,7 @@ pub(crate) mod dir;
 pub(crate) mod frame;
 mod read;
 pub(crate) mod segment;
+pub(crate) mod state;
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -21,7 +22,8 @@ use crate::export::GapReason;
 use crate::removal::RemovalLog;
 use crate::stats::Pruned;
 use crate::store::{Meta, Removal};
-use segment::{OpenSegmentError, Scan, SegmentHeader, Step};
+use segment::{OpenSegmentError, Scan, ScanError, SegmentHeader, Step};
+use state::{StateFile, SyncedState};
 
 pub(crate) use read::export_from_disk;
 pub use read::{DataDir, SegmentReport, VerifyReport};
@@ -80,6 +82,13 @@ pub struct StorageStats {
     /// Every record up to this seq has been synced to disk (`None` before the first sync;
     /// never set under `buffered`).
     pub synced_through_seq: Option<u64>,
+    /// Records on disk may not be synced: under `buffered` every record written since
+    /// the directory was opened is in the page cache until the collector closes, and a
+    /// machine crash can take it back (readers in other processes see it meanwhile).
+    pub unsynced: bool,
+    /// The highest seq ever made durable in this directory: the next writer starts
+    /// above it, whatever happens to the segments.
+    pub high_water_seq: u64,
     /// Records deleted from disk by this collector, by reason (whole segments).
     pub pruned: Pruned,
     /// Segment files deleted by this collector.
@@ -170,6 +179,8 @@ pub(crate) struct LogWriter {
     /// An error since the last flush: the next flush reports it.
     unreported: Option<String>,
     recovery: RecoveryReport,
+    /// The published synced position (`synced`).
+    state: StateFile,
 }
 
 /// The key id bytes as segment headers keep them.
@@ -191,7 +202,15 @@ impl LogWriter {
     ) -> Result<LogWriter, StorageError> {
         let segments_dir = root.join(dir::SEGMENTS);
         let mut removed = dir::read_pruned(root)?;
-        let recovered = recover(root, config.on_damage, key_id, &mut removed, load)?;
+        let published = state::read(root)?;
+        let recovered = recover(
+            root,
+            config.on_damage,
+            key_id,
+            published.as_ref(),
+            &mut removed,
+            load,
+        )?;
         let mut closed = recovered.segments;
         let next_seq = recovered.next_seq;
         // An empty last segment is replaced: the new one may carry another key id.
@@ -201,6 +220,26 @@ impl LogWriter {
             std::fs::remove_file(&empty.path).map_err(StorageError::io("remove", &empty.path))?;
         }
         let disk_bytes = closed.iter().map(|s| s.bytes).sum();
+        // What was recovered is made durable before it is published as synced: a
+        // process that died left its last writes in the page cache only.
+        if let Some(last) = closed.back() {
+            File::open(&last.path)
+                .and_then(|f| f.sync_all())
+                .map_err(StorageError::io("sync segment", &last.path))?;
+        }
+        let syncs = config.durability != Durability::Buffered;
+        let recovered_through = next_seq - 1;
+        let state = StateFile::create(
+            root,
+            SyncedState {
+                segment: next_seq,
+                offset: segment::HEADER_LEN as u64,
+                synced_through: recovered_through,
+                high_water: recovered_through,
+                syncs,
+                ..SyncedState::default()
+            },
+        )?;
         let mut writer = LogWriter {
             root: root.to_owned(),
             active: SegmentInfo::new(segments_dir.join(segment::file_name(next_seq)), next_seq),
@@ -227,6 +266,7 @@ impl LogWriter {
             last_error: None,
             unreported: None,
             recovery: recovered.report,
+            state,
         };
         writer.file = Some(writer.create_segment(next_seq)?);
         writer.disk_bytes += writer.active.bytes;
@@ -305,7 +345,38 @@ impl LogWriter {
         let file = self.create_segment(first_seq)?;
         self.disk_bytes += self.active.bytes;
         self.file = Some(file);
+        if self.syncs() {
+            // The new segment's header is synced: it is the synced position now.
+            self.publish(true);
+        }
         Ok(())
+    }
+
+    /// Publishes the synced position for readers (after the data it names is synced),
+    /// syncing the state file too when `durable`.
+    fn publish(&mut self, durable: bool) {
+        let last = self.state.last();
+        let through = self.synced_through.unwrap_or(last.synced_through);
+        let state = SyncedState {
+            segment: self.active.first_seq,
+            offset: match (self.dirty, last.segment == self.active.first_seq) {
+                (false, _) => self.active.bytes,
+                (true, true) => last.offset,
+                // Created (and synced) since: its header is.
+                (true, false) => segment::HEADER_LEN as u64,
+            },
+            synced_through: through,
+            high_water: through,
+            syncs: self.syncs(),
+            ..SyncedState::default()
+        };
+        let published = self
+            .state
+            .publish(state)
+            .and_then(|()| if durable { self.state.sync() } else { Ok(()) });
+        if let Err(e) = published {
+            self.failed(&e);
+        }
     }
 
     fn failed(&mut self, error: &StorageError) {
@@ -426,6 +497,7 @@ impl LogWriter {
                 self.dirty = false;
                 self.last_sync = Instant::now();
                 self.synced_through = self.active.next_seq.checked_sub(1).filter(|&s| s > 0);
+                self.publish(matches!(self.durability, Durability::Interval(_)));
             }
             Err(e) => {
                 let e = StorageError::io("sync segment", &self.active.path)(e);
@@ -439,6 +511,9 @@ impl LogWriter {
     pub(crate) fn close(&mut self) {
         if self.dirty {
             self.sync();
+        }
+        if !self.is_closed() {
+            self.publish(true);
         }
         self.file = None;
         self.lock = None;
@@ -555,6 +630,8 @@ impl LogWriter {
             records,
             first_seq: (records > 0).then_some(first),
             synced_through_seq: self.synced_through,
+            unsynced: !self.syncs() && self.dirty,
+            high_water_seq: self.state.last().high_water,
             pruned: self.pruned,
             pruned_segments: self.pruned_segments,
             unpersisted: self.unpersisted,
@@ -590,6 +667,7 @@ fn recover(
     root: &Path,
     on_damage: OnDamage,
     key_id: Option<[u8; 8]>,
+    published: Option<&SyncedState>,
     removed: &mut RemovalLog,
     mut load: impl FnMut(Meta, &[u8]),
 ) -> Result<Recovered, StorageError> {
@@ -707,11 +785,9 @@ fn recover(
             }
         };
         if let Some((offset, error)) = bad {
-            let torn = last
-                && (error.is_incomplete()
-                    || tail_is_torn(path, offset, file_len)
-                        .map_err(StorageError::io("read", path))?);
-            if torn {
+            let kind = classify(path, first, last, offset, &error, file_len, published)
+                .map_err(StorageError::io("read", path))?;
+            if kind == BadFrame::Torn {
                 out.report.truncated_bytes += file_len - offset;
                 out.report.truncated_frames +=
                     count_frames(path, offset, file_len).map_err(StorageError::io("read", path))?;
@@ -753,7 +829,86 @@ fn recover(
     {
         note_damaged(root, removed, from, out.next_seq - 1)?;
     }
+    // Seqs made durable (or pulled by a consumer) that no segment holds any more: the
+    // tail was lost. They are never given again, and they are damage.
+    let high_water = published
+        .map_or(0, |s| s.high_water)
+        .max(state::max_committed(root));
+    if high_water >= out.next_seq {
+        let (from, to) = (out.next_seq, high_water);
+        // Named at the end of the last segment file (0 when it did not survive).
+        let last_path = listed
+            .last()
+            .map_or_else(|| segments_dir.clone(), |(_, p)| p.clone());
+        let offset = out
+            .segments
+            .back()
+            .filter(|s| s.path == last_path)
+            .map_or(0, |s| s.bytes);
+        let reason = format!(
+            "seqs {from}..={to} were made durable or pulled by a consumer, and no segment holds them"
+        );
+        if on_damage == OnDamage::Fail {
+            return Err(StorageError::Damaged {
+                path: last_path,
+                offset,
+                expected_seq: from,
+                reason,
+                bytes_after: 0,
+            });
+        }
+        note_damaged(root, removed, from, to)?;
+        out.report.damage.push(Damage {
+            segment: last_path,
+            offset,
+            expected_seq: from,
+            reason,
+            set_aside_bytes: 0,
+            set_aside_to: None,
+        });
+        out.next_seq = to + 1;
+    }
     Ok(out)
+}
+
+/// What a bad frame is: the one classification the writer's recovery, `verify` and
+/// disk reads share, so they always agree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BadFrame {
+    /// A write a crash did not finish: cut it.
+    Torn,
+    /// Bytes that were whole once: refuse, or set aside.
+    Damage,
+}
+
+/// Classifies a bad frame at `offset` of the segment starting at `segment_first`.
+///
+/// Only the last segment can end in a torn write. With a published synced position, a
+/// torn write can only lie after it: anything before it was synced, so a bad frame
+/// there is damage whatever it looks like. Without one (a directory written before the
+/// position was published), a torn write is an incomplete frame, a frame announcing an
+/// end at or past the end of the file, or a run of zeros to the end.
+pub(crate) fn classify(
+    path: &Path,
+    segment_first: u64,
+    last: bool,
+    offset: u64,
+    error: &ScanError,
+    file_len: u64,
+    published: Option<&SyncedState>,
+) -> std::io::Result<BadFrame> {
+    if !last {
+        return Ok(BadFrame::Damage);
+    }
+    let torn = match published {
+        Some(s) => s.unsynced_at(segment_first, offset),
+        None => error.is_incomplete() || tail_is_torn(path, offset, file_len)?,
+    };
+    Ok(if torn {
+        BadFrame::Torn
+    } else {
+        BadFrame::Damage
+    })
 }
 
 /// Whether the bytes from `offset` are a torn final write: all zero (space the file

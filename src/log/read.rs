@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::dir;
 use super::segment::{self, OpenSegmentError, Scan, Step};
+use super::state::{self, SyncedState};
+use super::{BadFrame, classify, dir};
 use crate::error::{ExportError, StorageError};
 use crate::event::EventKind;
 use crate::export::{Builder, Cursor, Export, ExportRequest, GapReason};
@@ -24,14 +25,15 @@ pub(crate) fn export_from_disk(
     cutoff: Option<i64>,
 ) -> Result<(), StorageError> {
     let removed = dir::read_pruned(root)?;
-    read_segments(root, b, upto, cutoff, &removed)?;
+    let published = state::read(root)?;
+    read_segments(root, b, upto, cutoff, &removed, published.as_ref())?;
     // Seqs before `upto` that no segment holds are gone: say so, or the caller would
     // stand still at this cursor.
     if let Some(upto) = upto
         && !b.done()
         && b.cursor().saturating_add(1) < upto
     {
-        let reason = removed.reason(b.cursor().saturating_add(1), upto - 1);
+        let reason = removed.explain(b.cursor().saturating_add(1), upto - 1);
         b.gap_through(upto - 1, reason);
     }
     Ok(())
@@ -43,6 +45,7 @@ fn read_segments(
     upto: Option<u64>,
     cutoff: Option<i64>,
     removed: &RemovalLog,
+    published: Option<&SyncedState>,
 ) -> Result<(), StorageError> {
     let segments_dir = root.join(dir::SEGMENTS);
     let listed = segment::list(&segments_dir).map_err(StorageError::io("list", &segments_dir))?;
@@ -77,7 +80,7 @@ fn read_segments(
             return Ok(());
         }
         if first > b.cursor().saturating_add(1) {
-            let reason = removed.reason(b.cursor().saturating_add(1), first - 1);
+            let reason = removed.explain(b.cursor().saturating_add(1), first - 1);
             if !b.gap_through(first - 1, reason) {
                 return Ok(());
             }
@@ -105,8 +108,13 @@ fn read_segments(
                     }
                 }
                 Step::End => break,
-                Step::Bad { error, .. } if last && error.is_incomplete() => return Ok(()),
                 Step::Bad { offset, error } => {
+                    let len = std::fs::metadata(path).map_or(offset, |m| m.len());
+                    let kind = classify(path, first, last, offset, &error, len, published)
+                        .map_err(StorageError::io("read", path))?;
+                    if kind == BadFrame::Torn {
+                        return Ok(());
+                    }
                     return Err(damaged(path, offset, scan.expected(), &error.describe()));
                 }
             }
@@ -187,12 +195,21 @@ pub struct VerifyReport {
     pub seqs: Option<(u64, u64)>,
     /// Valid records per kind, in [`EventKind::ALL`] order.
     pub kinds: Vec<(EventKind, u64)>,
+    /// The synced position the writer published: every record up to this seq is on
+    /// disk (`None` in a directory that never published one).
+    pub synced_through_seq: Option<u64>,
+    /// The highest seq ever made durable, as the writer published it (0 when unknown).
+    pub high_water_seq: u64,
+    /// Seq ranges (inclusive) no segment holds and `pruned.json` does not explain: a
+    /// segment deleted or renamed, a tail lost, or the log of removals deleted.
+    pub missing: Vec<(u64, u64)>,
 }
 
 impl VerifyReport {
-    /// Whether any segment is damaged (an incomplete tail is not damage).
+    /// Whether any segment is damaged or seqs are missing without a removal note (an
+    /// incomplete tail after the synced position is not damage).
     pub fn is_damaged(&self) -> bool {
-        self.segments.iter().any(|s| s.damage.is_some())
+        !self.missing.is_empty() || self.segments.iter().any(|s| s.damage.is_some())
     }
 }
 
@@ -225,8 +242,17 @@ impl DataDir {
     /// be read or is damaged.
     pub fn export(&self, request: &ExportRequest) -> Result<Export, ExportError> {
         let mut b = Builder::new(request)?;
-        export_from_disk(&self.root, &mut b, None, None)?;
-        Ok(b.finish(None))
+        let published = state::read(&self.root)?;
+        let bound = published.as_ref().and_then(SyncedState::reader_bound);
+        export_from_disk(&self.root, &mut b, bound, None)?;
+        let mut export = b.finish(None);
+        // Under `buffered` (or in a directory that never published a synced position)
+        // the records past the synced position may be taken back by a machine crash.
+        let synced = published.map_or(0, |s| s.synced_through);
+        if bound.is_none() && export.header().last_seq.is_some_and(|l| l > synced) {
+            export.mark_unsynced();
+        }
+        Ok(export)
     }
 
     /// The cursor `consumer` last committed, or [`Cursor::START`].
@@ -247,7 +273,11 @@ impl DataDir {
     /// the last record in the directory, or [`StorageError::Io`] when it cannot be written.
     pub fn commit(&self, consumer: &str, cursor: Cursor) -> Result<(), StorageError> {
         dir::check_consumer(consumer)?;
-        let last_seq = self.last_seq()?;
+        // A consumer never commits past what a machine crash could take back.
+        let last_seq = match state::read(&self.root)?.filter(|s| s.syncs) {
+            Some(s) => s.synced_through,
+            None => self.last_seq()?,
+        };
         if cursor.seq() > last_seq {
             return Err(StorageError::CursorAhead {
                 consumer: consumer.to_owned(),
@@ -312,6 +342,9 @@ impl DataDir {
     /// [`StorageError::Io`] when a file cannot be read. Damage is not an error: it is
     /// in the report.
     pub fn verify(&self, mut progress: impl FnMut(u64)) -> Result<VerifyReport, StorageError> {
+        // The position first: a segment listed after it was published is newer.
+        let published = state::read(&self.root)?;
+        let removed = dir::read_pruned(&self.root)?;
         let segments_dir = self.root.join(dir::SEGMENTS);
         let listed =
             segment::list(&segments_dir).map_err(StorageError::io("list", &segments_dir))?;
@@ -322,6 +355,18 @@ impl DataDir {
             bytes: 0,
             seqs: None,
             kinds: EventKind::ALL.iter().map(|&k| (k, 0)).collect(),
+            synced_through_seq: published
+                .filter(|s| s.synced_through > 0)
+                .map(|s| s.synced_through),
+            high_water_seq: published.map_or(0, |s| s.high_water),
+            missing: Vec::new(),
+        };
+        // The seq the next segment should start at, were nothing missing.
+        let mut next = 1u64;
+        let missing = |from: u64, to: u64, report: &mut VerifyReport| {
+            if from <= to && !removed.covers(from, to) {
+                report.missing.push((from, to));
+            }
         };
         let mut done_bytes = 0;
         for (i, (named, path)) in listed.iter().enumerate() {
@@ -343,6 +388,7 @@ impl DataDir {
             match Scan::open(path) {
                 Ok(mut scan) => {
                     seg.key_id = scan.header().key_id_hex();
+                    missing(next, named.saturating_sub(1), &mut report);
                     if scan.header().first_seq != *named {
                         seg.damage = Some((
                             0,
@@ -361,15 +407,26 @@ impl DataDir {
                                 }
                             }
                             Step::End => break,
-                            Step::Bad { offset, error } if last && error.is_incomplete() => {
-                                seg.incomplete_tail_bytes = bytes.saturating_sub(offset);
-                                break;
-                            }
                             Step::Bad { offset, error } => {
+                                let kind = classify(
+                                    path,
+                                    *named,
+                                    last,
+                                    offset,
+                                    &error,
+                                    bytes,
+                                    published.as_ref(),
+                                )
+                                .map_err(StorageError::io("read", path))?;
+                                if kind == BadFrame::Torn {
+                                    seg.incomplete_tail_bytes = bytes.saturating_sub(offset);
+                                    break;
+                                }
                                 seg.damage = Some((offset, error.describe()));
                             }
                         }
                     }
+                    next = next.max(scan.expected());
                 }
                 Err(OpenSegmentError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
                     continue;
@@ -387,6 +444,8 @@ impl DataDir {
             report.bytes += bytes;
             report.segments.push(seg);
         }
+        // Seqs made durable that no segment holds: the tail was lost.
+        missing(next, report.high_water_seq, &mut report);
         Ok(report)
     }
 }

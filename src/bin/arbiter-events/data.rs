@@ -185,6 +185,7 @@ pub(crate) fn stats(args: DirArg) -> CliResult {
         "kinds": kinds,
         "consumers": consumers,
         "damaged": report.is_damaged(),
+        "missing": report.missing,
     });
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
@@ -240,6 +241,11 @@ fn print_verify(report: &VerifyReport) {
             s.first_seq,
             s.bytes,
             s.key_id.as_deref().unwrap_or("none"),
+        );
+    }
+    for (from, to) in &report.missing {
+        println!(
+            "MISSING: seqs {from}..={to} are in no segment and pruned.json does not explain them (a segment or pruned.json was deleted or renamed, or the tail was lost)"
         );
     }
     let seqs = report.seqs.map_or_else(
