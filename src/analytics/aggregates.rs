@@ -304,6 +304,13 @@ impl Aggregates {
         Some(&self.agents.get(slot as usize)?.as_ref()?.name)
     }
 
+    /// The slots of the agents tracked now, in slot order.
+    pub(crate) fn tracked_slots(&self) -> impl Iterator<Item = u32> + '_ {
+        let mut slots: Vec<u32> = self.slots.values().copied().collect();
+        slots.sort_unstable();
+        slots.into_iter()
+    }
+
     /// Agents tracked now.
     pub(crate) fn tracked_agents(&self) -> usize {
         self.slots.len()

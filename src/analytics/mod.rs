@@ -10,12 +10,15 @@
 //! [DDSketch]: https://arxiv.org/abs/1908.10693
 
 mod aggregates;
+mod alerts;
 mod config;
 mod report;
 mod sketch;
 mod tally;
 
 pub(crate) use aggregates::{Aggregates, Verbatim};
+pub(crate) use alerts::Alerting;
+pub use alerts::{Alert, AlertKind, AlertRule, AlertRuleError, AlertScope, DEFAULT_MIN_SAMPLES};
 pub use config::{
     AnalyticsConfig, DEFAULT_BUCKET_SECS, DEFAULT_BUCKETS, DEFAULT_MAX_AGENTS, MAX_AGENTS,
     MAX_BUCKET_SECS, MAX_BUCKETS,
@@ -31,6 +34,7 @@ pub use tally::OTHER_RULES;
 use crate::clock::unix_nanos;
 use crate::error::ConfigError;
 use crate::export::Record;
+use time::OffsetDateTime;
 
 /// Aggregates built from records read back (from an export or a data directory), for
 /// reports over them.
@@ -53,6 +57,9 @@ use crate::export::Record;
 #[derive(Debug, Clone)]
 pub struct Aggregator {
     inner: Aggregates,
+    alerting: Alerting,
+    bucket_secs: u64,
+    buckets: usize,
     newest: Option<i64>,
 }
 
@@ -66,8 +73,36 @@ impl Aggregator {
         config.validate()?;
         Ok(Aggregator {
             inner: Aggregates::new(config),
+            alerting: Alerting::default(),
+            bucket_secs: config.bucket_secs,
+            buckets: config.buckets,
             newest: None,
         })
+    }
+
+    /// Watches `rules` from now on, keeping the state (holding time, cooldown) of rules
+    /// that are unchanged.
+    ///
+    /// # Errors
+    ///
+    /// [`AlertRuleError`] naming the first broken rule; the rules watched before stay.
+    pub fn set_alerts(&mut self, rules: Vec<AlertRule>) -> Result<(), AlertRuleError> {
+        let next = Alerting::new(rules, self.bucket_secs, self.buckets)?;
+        self.alerting.replace(next);
+        Ok(())
+    }
+
+    /// The rules watched.
+    pub fn alerts(&self) -> &[AlertRule] {
+        self.alerting.rules()
+    }
+
+    /// Evaluates every rule at `now` over the window of buckets ending with the one `now`
+    /// falls in, returning the alerts that fire: a condition must hold for the rule's
+    /// `for_secs` (across evaluations) and a rule fires at most once per `cooldown_secs`
+    /// per group.
+    pub fn evaluate(&mut self, now: OffsetDateTime) -> Vec<Alert> {
+        self.alerting.evaluate(&self.inner, unix_nanos(now))
     }
 
     /// Folds a record in. Records are expected in seq order (so time never goes back);

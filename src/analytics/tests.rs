@@ -287,3 +287,267 @@ fn memory_stays_bounded_with_many_agents() {
         "a bucket holds at most max_agents rows, got {rows}"
     );
 }
+
+fn rule(name: &str, kind: AlertKind) -> AlertRule {
+    AlertRule {
+        name: name.into(),
+        kind,
+        scope: AlertScope::Overall,
+        window_secs: 60,
+        threshold: None,
+        baseline_factor: None,
+        max_drop: None,
+        max_share: None,
+        baseline_secs: None,
+        min_severity: None,
+        min_samples: 1,
+        for_secs: 0,
+        cooldown_secs: 0,
+    }
+}
+
+/// Feeds `events` and evaluates `rules` after each, returning (time, rule, agent) fired.
+fn fire(rules: Vec<AlertRule>, events: &[(i64, Event)]) -> Vec<(i64, String, Option<String>, f64)> {
+    let config = config(60, 60, 10);
+    let mut a = Aggregates::new(&config);
+    let mut alerting = Alerting::new(rules, 60, 60).expect("valid rules");
+    let mut fired = Vec::new();
+    for (time, event) in events {
+        a.add(*time, event, &mut Verbatim);
+        for alert in alerting.evaluate(&a, *time) {
+            fired.push((alert.time, alert.rule, alert.agent_id, alert.observed));
+        }
+    }
+    fired
+}
+
+fn minute(m: i64) -> i64 {
+    T0.div_euclid(60 * SEC) * 60 * SEC + m * 60 * SEC
+}
+
+#[test]
+fn a_latency_spike_fires_once_it_held_for_and_not_again_within_the_cooldown() {
+    let mut r = rule("slow", AlertKind::LatencySpike);
+    r.threshold = Some(1000.0);
+    r.for_secs = 30;
+    r.cooldown_secs = 120;
+    let slow = |t: i64, i: usize| {
+        (
+            t,
+            completed("a", &format!("t{i}"), OutcomeStatus::Succeeded, 5000.0),
+        )
+    };
+    let events = [
+        (
+            minute(0),
+            completed("a", "t0", OutcomeStatus::Succeeded, 10.0),
+        ),
+        slow(minute(1), 1),            // condition starts holding
+        slow(minute(1) + 20 * SEC, 2), // 20 s: not yet
+        slow(minute(1) + 30 * SEC, 3), // 30 s: fires
+        slow(minute(1) + 40 * SEC, 4), // within the cooldown
+        slow(minute(3) + 29 * SEC, 5), // 119 s after: still cooling
+        slow(minute(3) + 30 * SEC, 6), // 120 s after: fires again
+    ];
+    let fired = fire(vec![r], &events);
+    let times: Vec<i64> = fired.iter().map(|f| f.0).collect();
+    assert_eq!(times, [minute(1) + 30 * SEC, minute(3) + 30 * SEC]);
+    assert!(fired.iter().all(|f| f.3 > 1000.0));
+}
+
+#[test]
+fn a_condition_that_stops_holding_starts_its_wait_again() {
+    let mut r = rule("errors", AlertKind::ErrorRate);
+    r.threshold = Some(0.5);
+    r.for_secs = 60;
+    let events = [
+        (minute(0), completed("a", "t1", OutcomeStatus::Failed, 1.0)),
+        // The window (the current minute) clears: the condition stops holding.
+        (
+            minute(1),
+            completed("a", "t2", OutcomeStatus::Succeeded, 1.0),
+        ),
+        (minute(2), completed("a", "t3", OutcomeStatus::Failed, 1.0)),
+        (
+            minute(2) + 59 * SEC,
+            completed("a", "t4", OutcomeStatus::TimedOut, 1.0),
+        ),
+        (minute(3), completed("a", "t5", OutcomeStatus::Failed, 1.0)),
+    ];
+    let fired = fire(vec![r], &events);
+    assert_eq!(fired.iter().map(|f| f.0).collect::<Vec<_>>(), [minute(3)]);
+}
+
+#[test]
+fn a_success_rate_drop_against_its_baseline_fires_per_agent() {
+    let mut r = rule("drop", AlertKind::SuccessRateDrop);
+    r.scope = AlertScope::PerAgent;
+    r.max_drop = Some(0.3);
+    r.baseline_secs = Some(120);
+    r.min_samples = 4;
+    let mut events = Vec::new();
+    let mut i = 0;
+    let mut push = |t: i64, agent: &str, status| {
+        i += 1;
+        events.push((t, completed(agent, &format!("t{i}"), status, 1.0)));
+    };
+    for m in 0..2 {
+        for k in 0..4 {
+            push(minute(m) + k * SEC, "good", OutcomeStatus::Succeeded);
+            push(minute(m) + k * SEC, "bad", OutcomeStatus::Succeeded);
+        }
+    }
+    for k in 0..4 {
+        push(minute(2) + k * SEC, "good", OutcomeStatus::Succeeded);
+        let status = if k == 0 {
+            OutcomeStatus::Succeeded
+        } else {
+            OutcomeStatus::Failed
+        };
+        push(minute(2) + k * SEC, "bad", status);
+    }
+    let fired = fire(vec![r], &events);
+    assert_eq!(fired.len(), 1, "{fired:?}");
+    assert_eq!(fired[0].2.as_deref(), Some("bad"));
+    assert_eq!(fired[0].3, 0.25, "one success in four");
+}
+
+#[test]
+fn token_overuse_and_caws_violations_fire_on_their_limits() {
+    let mut over = rule("over", AlertKind::TokenOveruse);
+    over.max_share = Some(0.5);
+    over.min_samples = 2;
+    let mut caws = rule("caws", AlertKind::CawsViolations);
+    caws.threshold = Some(1.0);
+    caws.min_severity = Some(crate::event::Severity::High);
+    let violation = |severity| crate::event::Violation {
+        severity,
+        message: String::new(),
+        rule: Some("no-secrets".into()),
+    };
+    let validation = |violations| {
+        Event::ConstitutionalValidation(crate::event::ConstitutionalValidation {
+            task_id: "t".into(),
+            agent_id: "a".into(),
+            valid: false,
+            violations,
+            compliance_score: 0.2,
+            processing_time_ms: 1.0,
+            rule_count: 3,
+        })
+    };
+    use crate::event::Severity::{Critical, High, Low};
+    let events = [
+        (minute(0), budget("t1", 150, 100)),
+        (minute(0) + 1, budget("t2", 50, 100)), // share 0.5: not above
+        (minute(0) + 2, budget("t3", 120, 100)), // share 2/3: fires
+        (
+            minute(0) + 3,
+            validation(vec![violation(Low), violation(High)]),
+        ), // 1 counted
+        (minute(0) + 4, validation(vec![violation(Critical)])), // 2 counted: fires
+    ];
+    let fired = fire(vec![over, caws], &events);
+    let names: Vec<(&str, f64)> = fired.iter().map(|f| (f.1.as_str(), f.3)).collect();
+    assert_eq!(
+        names.len(),
+        4,
+        "each fires at every evaluation without a cooldown: {names:?}"
+    );
+    assert_eq!(names[0], ("over", 2.0 / 3.0));
+    assert_eq!(names.iter().filter(|n| n.0 == "caws").count(), 1);
+    assert_eq!(names.iter().find(|n| n.0 == "caws").map(|n| n.1), Some(2.0));
+}
+
+#[test]
+fn bad_rules_are_refused_with_the_field_named() {
+    let base = || {
+        let mut r = rule("r", AlertKind::LatencySpike);
+        r.threshold = Some(100.0);
+        r
+    };
+    let cases: Vec<(AlertRule, &str)> = vec![
+        (
+            {
+                let mut r = base();
+                r.window_secs = 90;
+                r
+            },
+            "window_secs",
+        ),
+        (
+            {
+                let mut r = base();
+                r.window_secs = 7200;
+                r
+            },
+            "window_secs",
+        ),
+        (
+            {
+                let mut r = base();
+                r.threshold = None;
+                r
+            },
+            "threshold",
+        ),
+        (
+            {
+                let mut r = base();
+                r.threshold = Some(-1.0);
+                r
+            },
+            "threshold",
+        ),
+        (
+            {
+                let mut r = base();
+                r.baseline_factor = Some(2.0);
+                r
+            },
+            "baseline_secs",
+        ),
+        (
+            {
+                let mut r = base();
+                r.max_drop = Some(0.1);
+                r
+            },
+            "max_drop",
+        ),
+        (
+            {
+                let mut r = base();
+                r.min_severity = Some(crate::event::Severity::Low);
+                r
+            },
+            "min_severity",
+        ),
+        (
+            {
+                let mut r = base();
+                r.min_samples = 0;
+                r
+            },
+            "min_samples",
+        ),
+        (
+            {
+                let mut r = base();
+                r.name = String::new();
+                r
+            },
+            "name",
+        ),
+    ];
+    for (r, field) in cases {
+        match Alerting::new(vec![r.clone()], 60, 60) {
+            Err(AlertRuleError::Field { field: f, .. }) => assert_eq!(f, field, "{r:?}"),
+            other => panic!("{r:?} gave {other:?}, not an error on {field}"),
+        }
+    }
+    assert!(matches!(
+        Alerting::new(vec![base(), base()], 60, 60),
+        Err(AlertRuleError::DuplicateName { index: 1, .. })
+    ));
+}
