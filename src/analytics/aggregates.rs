@@ -74,12 +74,11 @@ impl Bucket {
         }
     }
 
-    pub(crate) fn overall(&self) -> Tally {
-        let mut all = Tally::default();
+    /// Merges the per-kind rows into `into`: the bucket's overall row.
+    pub(crate) fn overall_into(&self, config: &SketchConfig, into: &mut Tally) {
         for t in &self.kinds {
-            all.merge(t);
+            into.merge(config, t);
         }
-        all
     }
 
     fn bytes(&self) -> usize {
@@ -100,8 +99,10 @@ impl Bucket {
 pub(crate) struct Agent {
     pub(crate) name: Box<str>,
     hash: u64,
-    /// The tick of its last event (the key of `recency`).
+    /// The key of `recency`: when it became active in its latest bucket.
     last: u64,
+    /// The start of the latest bucket it was active in.
+    last_bucket: i64,
 }
 
 /// What is known of a task from its routing decision or start, so that events that name
@@ -168,6 +169,7 @@ impl Aggregates {
     pub(crate) fn add(&mut self, time: i64, event: &Event, ids: &mut impl IdView) {
         self.records += 1;
         let at = self.bucket_for(time);
+        let bucket_start = self.buckets.get(at).map_or(i64::MIN, |b| b.start);
         let (agent_id, task_id) = identifiers(event);
         let task = task_id.map(|t| ids.view(IdKind::Task, t, |s| self.hasher.hash_one(s)));
         let known = task.map(|t| self.recall(t)).unwrap_or_default();
@@ -175,9 +177,11 @@ impl Aggregates {
         let agent = match agent_id {
             Some(a) => Some(ids.view(IdKind::Agent, a, |s| {
                 let hash = self.hasher.hash_one(s);
-                (hash, self.touch(hash, s))
+                (hash, self.touch(hash, s, bucket_start))
             })),
-            None => known.agent.map(|hash| (hash, self.touch_known(hash))),
+            None => known
+                .agent
+                .map(|hash| (hash, self.touch_known(hash, bucket_start))),
         };
         let strategy = match event {
             Event::RoutingDecision(e) => Some(e.strategy),
@@ -240,12 +244,13 @@ impl Aggregates {
     }
 
     /// Marks the agent active and returns its slot, tracking it if it is new; when more
-    /// than `max_agents` are tracked the least recently active is folded into `other`.
-    fn touch(&mut self, hash: u64, name: &str) -> Option<u32> {
+    /// than `max_agents` are tracked the least recently active (by bucket) is folded into
+    /// `other`.
+    fn touch(&mut self, hash: u64, name: &str, bucket: i64) -> Option<u32> {
         if self.max_agents == 0 {
             return None;
         }
-        if let Some(slot) = self.touch_known(hash) {
+        if let Some(slot) = self.touch_known(hash, bucket) {
             return Some(slot);
         }
         self.tick += 1;
@@ -265,6 +270,7 @@ impl Aggregates {
                 name: name.into(),
                 hash,
                 last: tick,
+                last_bucket: bucket,
             });
         }
         self.slots.insert(hash, slot);
@@ -272,10 +278,15 @@ impl Aggregates {
         Some(slot)
     }
 
-    /// Marks an agent known only by hash (from its task) active, when it is tracked.
-    fn touch_known(&mut self, hash: u64) -> Option<u32> {
+    /// Marks a tracked agent active in `bucket`. Recency is kept per bucket: the order
+    /// changes once per agent and bucket, not on every event.
+    fn touch_known(&mut self, hash: u64, bucket: i64) -> Option<u32> {
         let slot = *self.slots.get(&hash)?;
         let agent = self.agents.get_mut(slot as usize)?.as_mut()?;
+        if agent.last_bucket == bucket {
+            return Some(slot);
+        }
+        agent.last_bucket = bucket;
         self.tick += 1;
         self.recency.remove(&agent.last);
         agent.last = self.tick;
@@ -290,9 +301,10 @@ impl Aggregates {
         if let Some(agent) = self.agents.get_mut(slot as usize).and_then(Option::take) {
             self.slots.remove(&agent.hash);
         }
+        let sketch = self.sketch;
         for bucket in &mut self.buckets {
             if let Some(row) = bucket.agents.remove(&slot) {
-                bucket.other.merge(&row);
+                bucket.other.merge(&sketch, &row);
             }
         }
         self.free.push(slot);

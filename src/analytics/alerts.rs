@@ -374,11 +374,9 @@ impl Alerting {
                         &mut baseline
                     };
                     if group == OVERALL {
-                        for t in &b.kinds {
-                            target.merge(t);
-                        }
+                        b.overall_into(&aggregates.sketch, target);
                     } else if let Some(t) = b.agents.get(&group) {
-                        target.merge(t);
+                        target.merge(&aggregates.sketch, t);
                     }
                 }
                 let finding = check(rule, &window, rule.baseline_secs.map(|_| &baseline));

@@ -33,6 +33,7 @@ pub use tally::OTHER_RULES;
 
 use crate::clock::unix_nanos;
 use crate::error::ConfigError;
+use crate::event::Event;
 use crate::export::Record;
 use time::OffsetDateTime;
 
@@ -108,9 +109,15 @@ impl Aggregator {
     /// Folds a record in. Records are expected in seq order (so time never goes back);
     /// a record older than the newest bucket is counted in the newest bucket.
     pub fn add(&mut self, record: &Record) {
-        let time = unix_nanos(record.time).max(self.newest.unwrap_or(i64::MIN));
+        self.add_event(record.time, &record.event);
+    }
+
+    /// Folds an event in at `time`, its identifiers taken as they are. Times are expected
+    /// not to go back; an event older than the newest bucket is counted in the newest.
+    pub fn add_event(&mut self, time: OffsetDateTime, event: &Event) {
+        let time = unix_nanos(time).max(self.newest.unwrap_or(i64::MIN));
         self.newest = Some(time);
-        self.inner.add(time, &record.event, &mut Verbatim);
+        self.inner.add(time, event, &mut Verbatim);
     }
 
     /// The report of `request`; a [`Window::Last`] ends at the newest record's time

@@ -9,6 +9,8 @@ use time::OffsetDateTime;
 use super::aggregates::{Aggregates, Bucket, STRATEGIES};
 use super::sketch::{Series, Summary};
 use super::tally::{ABANDONED, OTHER_RULES, Tally};
+use sketches_ddsketch::Config as SketchConfig;
+
 use crate::clock::{datetime, unix_nanos};
 use crate::event::EventKind;
 
@@ -224,6 +226,9 @@ pub struct BudgetFigures {
     pub overspent_share: Option<f64>,
     /// `tokens_used / tokens_allocated` per use.
     pub utilization: Option<Summary>,
+    /// Uses per utilization band: `[0, 0.25)`, `[0.25, 0.5)`, … `[1.5, 1.75)`, then
+    /// `1.75` and over (uses with no allocation are left out).
+    pub utilization_bands: [u64; 8],
 }
 
 /// CAWS validations.
@@ -347,6 +352,7 @@ impl Figures {
                 overspent: t.budget_overspent,
                 overspent_share: ratio(t.budget_overspent, uses),
                 utilization: t.budget_utilization.summary(),
+                utilization_bands: t.budget_bands,
             },
             caws: CawsFigures {
                 validations,
@@ -395,11 +401,11 @@ impl Row {
         }
     }
 
-    fn add(&mut self, start: i64, tally: &Tally, trend: Trend) {
+    fn add(&mut self, config: &SketchConfig, start: i64, tally: &Tally, trend: Trend) {
         if tally.total_events() == 0 {
             return;
         }
-        self.total.merge(tally);
+        self.total.merge(config, tally);
         if trend == Trend::PerBucket {
             self.trend.push((start, tally.clone()));
         }
@@ -451,7 +457,9 @@ impl Aggregates {
             Grouping::Overall => {
                 let mut row = Row::new("overall".to_string());
                 for b in &window {
-                    row.add(b.start, &b.overall(), trend);
+                    let mut all = Tally::default();
+                    b.overall_into(&self.sketch, &mut all);
+                    row.add(&self.sketch, b.start, &all, trend);
                 }
                 rows.push(row);
             }
@@ -459,7 +467,7 @@ impl Aggregates {
                 for (i, kind) in EventKind::ALL.iter().enumerate() {
                     let mut row = Row::new(kind.as_str().to_string());
                     for b in &window {
-                        row.add(b.start, &b.kinds[i], trend);
+                        row.add(&self.sketch, b.start, &b.kinds[i], trend);
                     }
                     rows.push(row);
                 }
@@ -468,7 +476,7 @@ impl Aggregates {
                 for (i, (_, name)) in STRATEGIES.iter().enumerate() {
                     let mut row = Row::new(name.to_string());
                     for b in &window {
-                        row.add(b.start, &b.strategies[i], trend);
+                        row.add(&self.sketch, b.start, &b.strategies[i], trend);
                     }
                     rows.push(row);
                 }
@@ -486,10 +494,10 @@ impl Aggregates {
                         by_slot
                             .entry(*slot)
                             .or_insert_with(|| Row::new(name.to_string()))
-                            .add(b.start, tally, trend);
+                            .add(&self.sketch, b.start, tally, trend);
                     }
                     if request.agent.is_none() {
-                        other.add(b.start, &b.other, trend);
+                        other.add(&self.sketch, b.start, &b.other, trend);
                     }
                 }
                 rows.extend(by_slot.into_values());

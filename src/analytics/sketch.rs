@@ -16,10 +16,24 @@ const MAX_BINS: u32 = 1024;
 /// Values at or below this are counted as zero.
 const MIN_VALUE: f64 = 1e-9;
 
-/// One distribution: a DDSketch (Masson, Rim and Lee, VLDB 2019), allocated on its first
-/// value so an empty one costs a pointer.
+/// Values a distribution keeps as they are before it turns into a sketch.
+const EXACT_VALUES: usize = 32;
+
+/// One distribution. Up to [`EXACT_VALUES`] values are kept as they are (their figures
+/// are exact, and a per-agent bucket with a handful of values costs a few hundred bytes);
+/// beyond that they go into a DDSketch (Masson, Rim and Lee, VLDB 2019), whose
+/// percentiles are within the relative error. Both use the same rank rule, so merging
+/// buckets gives the figures of the union.
 #[derive(Clone, Default)]
-pub(crate) struct Distribution(Option<Box<DDSketch>>);
+pub(crate) struct Distribution(Inner);
+
+#[derive(Clone, Default)]
+enum Inner {
+    #[default]
+    Empty,
+    Exact(Vec<f64>),
+    Sketch(Box<DDSketch>),
+}
 
 impl std::fmt::Debug for Distribution {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -33,57 +47,122 @@ pub(crate) fn sketch_config(relative_error: f64) -> SketchConfig {
     SketchConfig::new(relative_error, MAX_BINS, MIN_VALUE)
 }
 
+fn sketch_of(config: &SketchConfig, values: &[f64]) -> Box<DDSketch> {
+    let mut sketch = Box::new(DDSketch::new(*config));
+    for v in values {
+        sketch.add(*v);
+    }
+    sketch
+}
+
 impl Distribution {
     /// Adds one value; values that are not finite are ignored (validation refused them
     /// before they were stored).
     pub(crate) fn add(&mut self, config: &SketchConfig, value: f64) {
-        if value.is_finite() {
-            self.0
-                .get_or_insert_with(|| Box::new(DDSketch::new(*config)))
-                .add(value);
+        if !value.is_finite() {
+            return;
+        }
+        match &mut self.0 {
+            Inner::Empty => self.0 = Inner::Exact(vec![value]),
+            Inner::Exact(values) if values.len() < EXACT_VALUES => values.push(value),
+            Inner::Exact(values) => {
+                let mut sketch = sketch_of(config, values);
+                sketch.add(value);
+                self.0 = Inner::Sketch(sketch);
+            }
+            Inner::Sketch(sketch) => sketch.add(value),
         }
     }
 
     pub(crate) fn count(&self) -> u64 {
-        self.0.as_ref().map_or(0, |s| s.count() as u64)
+        match &self.0 {
+            Inner::Empty => 0,
+            Inner::Exact(values) => values.len() as u64,
+            Inner::Sketch(sketch) => sketch.count() as u64,
+        }
     }
 
-    /// Folds `other` in; the two were made with the same configuration.
-    pub(crate) fn merge(&mut self, other: &Distribution) {
-        let Some(theirs) = &other.0 else { return };
-        match &mut self.0 {
-            Some(ours) => {
+    /// Folds `other` in, as if its values had been added here.
+    pub(crate) fn merge(&mut self, config: &SketchConfig, other: &Distribution) {
+        match (&mut self.0, &other.0) {
+            (_, Inner::Empty) => {}
+            (Inner::Empty, theirs) => self.0 = theirs.clone(),
+            (Inner::Exact(ours), Inner::Exact(theirs))
+                if ours.len() + theirs.len() <= EXACT_VALUES =>
+            {
+                ours.extend_from_slice(theirs);
+            }
+            (Inner::Exact(ours), Inner::Exact(theirs)) => {
+                let mut sketch = sketch_of(config, ours);
+                for v in theirs {
+                    sketch.add(*v);
+                }
+                self.0 = Inner::Sketch(sketch);
+            }
+            (Inner::Sketch(ours), Inner::Exact(theirs)) => {
+                for v in theirs {
+                    ours.add(*v);
+                }
+            }
+            (Inner::Exact(ours), Inner::Sketch(theirs)) => {
+                let mut sketch = theirs.clone();
+                for v in ours.iter() {
+                    sketch.add(*v);
+                }
+                self.0 = Inner::Sketch(sketch);
+            }
+            (Inner::Sketch(ours), Inner::Sketch(theirs)) => {
                 // Both come from one `sketch_config`, so the merge cannot refuse them.
                 let _ = ours.merge(theirs);
             }
-            None => self.0 = Some(theirs.clone()),
         }
     }
 
     /// Heap bytes held, for the memory figure of the aggregates.
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.0.as_ref().map_or(0, |s| {
-            std::mem::size_of::<DDSketch>() + s.length() * std::mem::size_of::<u64>()
-        })
+        match &self.0 {
+            Inner::Empty => 0,
+            Inner::Exact(values) => values.capacity() * std::mem::size_of::<f64>(),
+            Inner::Sketch(s) => {
+                std::mem::size_of::<DDSketch>() + s.length() * std::mem::size_of::<u64>()
+            }
+        }
     }
 
     pub(crate) fn summary(&self) -> Option<Summary> {
-        let s = self.0.as_ref()?;
-        let count = s.count() as u64;
-        if count == 0 {
-            return None;
+        match &self.0 {
+            Inner::Empty => None,
+            Inner::Exact(values) => {
+                let mut sorted = values.clone();
+                sorted.sort_by(f64::total_cmp);
+                let n = sorted.len();
+                let q = |p: f64| sorted[(p * (n - 1) as f64) as usize];
+                Some(Summary {
+                    count: n as u64,
+                    min: sorted[0],
+                    max: sorted[n - 1],
+                    mean: sorted.iter().sum::<f64>() / n as f64,
+                    p50: q(0.50),
+                    p90: q(0.90),
+                    p95: q(0.95),
+                    p99: q(0.99),
+                })
+            }
+            Inner::Sketch(s) => {
+                let count = s.count() as u64;
+                let q = |p: f64| s.quantile(p).ok().flatten().unwrap_or(f64::NAN);
+                Some(Summary {
+                    count,
+                    min: s.min().unwrap_or(f64::NAN),
+                    max: s.max().unwrap_or(f64::NAN),
+                    mean: s.sum().unwrap_or(f64::NAN) / count.max(1) as f64,
+                    p50: q(0.50),
+                    p90: q(0.90),
+                    p95: q(0.95),
+                    p99: q(0.99),
+                })
+            }
         }
-        let q = |p: f64| s.quantile(p).ok().flatten().unwrap_or(f64::NAN);
-        Some(Summary {
-            count,
-            min: s.min().unwrap_or(f64::NAN),
-            max: s.max().unwrap_or(f64::NAN),
-            mean: s.sum().unwrap_or(f64::NAN) / count as f64,
-            p50: q(0.50),
-            p90: q(0.90),
-            p95: q(0.95),
-            p99: q(0.99),
-        })
     }
 }
 

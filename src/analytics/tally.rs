@@ -10,6 +10,11 @@ use crate::event::{Event, EventKind, OutcomeStatus, Severity};
 pub(crate) const TASK_ENDS: usize = 5;
 pub(crate) const ABANDONED: usize = 4;
 
+/// Bands of the thinking-budget utilization histogram.
+pub(crate) const UTILIZATION_BANDS: usize = 8;
+/// The width of one band: 0–25 %, 25–50 %, … 150–175 %, then 175 % and over.
+pub(crate) const UTILIZATION_BAND: f64 = 0.25;
+
 /// Distinct CAWS rules counted per tally; the rest are counted under [`OTHER_RULES`].
 const MAX_RULES: usize = 32;
 
@@ -44,6 +49,8 @@ pub(crate) struct Tally {
     pub(crate) tokens_consumed: u64,
     pub(crate) budget_utilization: Distribution,
     pub(crate) budget_overspent: u64,
+    /// Uses per utilization band of [`UTILIZATION_BAND`], the last band open-ended.
+    pub(crate) budget_bands: [u64; UTILIZATION_BANDS],
     pub(crate) caws_passed: u64,
     pub(crate) violations: [u64; 4],
     /// Violations per rule, at most [`MAX_RULES`] names plus [`OTHER_RULES`].
@@ -77,8 +84,10 @@ impl Tally {
             }
             Event::ThinkingBudgetUsed(e) => {
                 if e.tokens_allocated > 0 {
-                    self.budget_utilization
-                        .add(config, e.tokens_used as f64 / e.tokens_allocated as f64);
+                    let u = e.tokens_used as f64 / e.tokens_allocated as f64;
+                    self.budget_utilization.add(config, u);
+                    let band = ((u / UTILIZATION_BAND) as usize).min(UTILIZATION_BANDS - 1);
+                    self.budget_bands[band] += 1;
                 }
                 if e.tokens_used > e.tokens_allocated {
                     self.budget_overspent += 1;
@@ -129,7 +138,7 @@ impl Tally {
     }
 
     /// Folds another tally in, as if its events had been added here.
-    pub(crate) fn merge(&mut self, other: &Tally) {
+    pub(crate) fn merge(&mut self, config: &SketchConfig, other: &Tally) {
         for (a, b) in self.events.iter_mut().zip(other.events) {
             *a += b;
         }
@@ -139,19 +148,23 @@ impl Tally {
         for (a, b) in self.violations.iter_mut().zip(other.violations) {
             *a += b;
         }
-        self.duration_ms.merge(&other.duration_ms);
+        for (a, b) in self.budget_bands.iter_mut().zip(other.budget_bands) {
+            *a += b;
+        }
+        self.duration_ms.merge(config, &other.duration_ms);
         self.tokens_consumed = self.tokens_consumed.saturating_add(other.tokens_consumed);
-        self.budget_utilization.merge(&other.budget_utilization);
+        self.budget_utilization
+            .merge(config, &other.budget_utilization);
         self.budget_overspent += other.budget_overspent;
         self.caws_passed += other.caws_passed;
         for (rule, n) in &other.rules {
             self.count_rule(rule, *n);
         }
-        self.compliance.merge(&other.compliance);
-        self.judgment.merge(&other.judgment);
-        self.evaluation.merge(&other.evaluation);
+        self.compliance.merge(config, &other.compliance);
+        self.judgment.merge(config, &other.judgment);
+        self.evaluation.merge(config, &other.evaluation);
         self.evaluations_passed += other.evaluations_passed;
-        self.confidence.merge(&other.confidence);
+        self.confidence.merge(config, &other.confidence);
         self.reward.merge(&other.reward);
         self.policy_loss.merge(&other.policy_loss);
         self.value_loss.merge(&other.value_loss);

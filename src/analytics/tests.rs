@@ -185,18 +185,28 @@ fn old_buckets_leave_the_window() {
 #[test]
 fn least_recently_active_agents_fold_into_other() {
     let events = [
-        (T0, completed("a", "t1", OutcomeStatus::Succeeded, 1.0)),
-        (T0 + 1, completed("b", "t2", OutcomeStatus::Succeeded, 1.0)),
-        (T0 + 2, completed("a", "t3", OutcomeStatus::Succeeded, 1.0)),
+        (
+            minute(0),
+            completed("a", "t1", OutcomeStatus::Succeeded, 1.0),
+        ),
+        (
+            minute(1),
+            completed("b", "t2", OutcomeStatus::Succeeded, 1.0),
+        ),
+        (
+            minute(2),
+            completed("a", "t3", OutcomeStatus::Succeeded, 1.0),
+        ),
         // `b` is now the least recently active: `c` takes its row.
-        (T0 + 3, completed("c", "t4", OutcomeStatus::Failed, 1.0)),
-        (T0 + 4, completed("c", "t5", OutcomeStatus::Failed, 1.0)),
+        (minute(3), completed("c", "t4", OutcomeStatus::Failed, 1.0)),
+        (
+            minute(3) + 1,
+            completed("c", "t5", OutcomeStatus::Failed, 1.0),
+        ),
     ];
     let a = aggregates(&config(60, 10, 2), &events);
-    let report = a.report(
-        &ReportRequest::last(Duration::from_secs(60)).by(Grouping::ByAgent),
-        T0 + 5,
-    );
+    let request = ReportRequest::last(Duration::from_secs(240)).by(Grouping::ByAgent);
+    let report = a.report(&request, minute(4));
     let rows: Vec<(&str, u64)> = report
         .groups
         .iter()
