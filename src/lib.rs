@@ -82,9 +82,9 @@ pub use analytics::{
     Aggregator, Alert, AlertKind, AlertRule, AlertRuleError, AlertScope, AnalyticsConfig,
     BudgetFigures, CawsFigures, DEFAULT_BUCKET_SECS, DEFAULT_BUCKETS, DEFAULT_MAX_AGENTS,
     DEFAULT_MIN_SAMPLES, DEFAULT_RELATIVE_ERROR, EvaluationFigures, Figures, GroupReport, Grouping,
-    MAX_AGENTS, MAX_BUCKET_SECS, MAX_BUCKETS, OTHER_GROUP, OTHER_RULES, Report, ReportRequest,
-    RuleCount, Series, SeverityCounts, Summary, TOP_RULES, TaskFigures, TrainingFigures, Trend,
-    TrendPoint, Window,
+    HISTORY_CHUNK, MAX_AGENTS, MAX_BUCKET_SECS, MAX_BUCKETS, OTHER_GROUP, OTHER_RULES, Report,
+    ReportError, ReportRequest, RuleCount, Series, SeverityCounts, Summary, TOP_RULES, TaskFigures,
+    TrainingFigures, Trend, TrendPoint, Window,
 };
 pub use anonymize::{
     AnonymizationKey, IdKind, KEY_ENV, KeyError, KeyOrigin, Pseudonymizer, REDACTED,

@@ -12,6 +12,7 @@
 mod aggregates;
 mod alerts;
 mod config;
+mod history;
 mod report;
 mod sketch;
 mod tally;
@@ -23,6 +24,7 @@ pub use config::{
     AnalyticsConfig, DEFAULT_BUCKET_SECS, DEFAULT_BUCKETS, DEFAULT_MAX_AGENTS, MAX_AGENTS,
     MAX_BUCKET_SECS, MAX_BUCKETS,
 };
+pub use history::{HISTORY_CHUNK, ReportError};
 pub use report::{
     BudgetFigures, CawsFigures, EvaluationFigures, Figures, GroupReport, Grouping, OTHER_GROUP,
     Report, ReportRequest, RuleCount, SeverityCounts, TOP_RULES, TaskFigures, TrainingFigures,
@@ -125,6 +127,11 @@ impl Aggregator {
     pub fn report(&self, request: &ReportRequest) -> Report {
         let now = self.newest.map_or(0, |t| t.saturating_add(1));
         self.inner.report(request, now)
+    }
+
+    /// The report of `request`, with `now` the end of a [`Window::Last`].
+    pub fn report_at(&self, request: &ReportRequest, now: OffsetDateTime) -> Report {
+        self.inner.report(request, unix_nanos(now))
     }
 
     /// Records folded in.
