@@ -58,6 +58,7 @@
 //! - a network service: exports are bytes you write where you like;
 //! - a replicated log: one writer per data directory, on one machine.
 
+mod analytics;
 mod anonymize;
 mod clock;
 mod collector;
@@ -77,6 +78,14 @@ mod worker;
 #[doc(hidden)]
 pub mod fuzzing;
 
+pub use analytics::{
+    Aggregator, Alert, AlertKind, AlertRule, AlertRuleError, AlertScope, AnalyticsConfig,
+    BudgetFigures, CawsFigures, DEFAULT_BUCKET_SECS, DEFAULT_BUCKETS, DEFAULT_MAX_AGENTS,
+    DEFAULT_MIN_SAMPLES, DEFAULT_RELATIVE_ERROR, EvaluationFigures, Figures, GroupReport, Grouping,
+    HISTORY_CHUNK, MAX_AGENTS, MAX_BUCKET_SECS, MAX_BUCKETS, OTHER_GROUP, OTHER_RULES, Report,
+    ReportError, ReportRequest, RuleCount, Series, SeverityCounts, Summary, TOP_RULES, TaskFigures,
+    TrainingFigures, Trend, TrendPoint, Window,
+};
 pub use anonymize::{
     AnonymizationKey, IdKind, KEY_ENV, KeyError, KeyOrigin, Pseudonymizer, REDACTED,
 };
