@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use arbiter_events::{Collector, Config};
+use arbiter_events::Collector;
 use common::*;
 use serde_json::Value as Json;
 
