@@ -324,11 +324,19 @@ impl DataDir {
             kinds: EventKind::ALL.iter().map(|&k| (k, 0)).collect(),
         };
         let mut done_bytes = 0;
+        // Read after listing: a writer notes a deletion there before it deletes.
+        let removed = dir::read_pruned(&self.root)?;
+        // The seq the next segment should start at, checked as the writer's recovery
+        // does (not after a damaged or vanished segment, which is reported already).
+        let mut next_seq = Some(1);
         for (i, (named, path)) in listed.iter().enumerate() {
             let last = i + 1 == listed.len();
             let bytes = match std::fs::metadata(path) {
                 Ok(m) => m.len(),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    next_seq = None;
+                    continue;
+                }
                 Err(e) => return Err(StorageError::io("read", path)(e)),
             };
             let mut seg = SegmentReport {
@@ -347,6 +355,17 @@ impl DataDir {
                         seg.damage = Some((
                             0,
                             "the header's first seq disagrees with the file name".into(),
+                        ));
+                    } else if let Some(next) = next_seq
+                        && *named > next
+                        && !removed.covers(next, named - 1)
+                    {
+                        seg.damage = Some((
+                            0,
+                            format!(
+                                "seqs {next}..={} are missing before this segment and were never deleted",
+                                named - 1
+                            ),
                         ));
                     }
                     while seg.damage.is_none() {
@@ -372,6 +391,7 @@ impl DataDir {
                     }
                 }
                 Err(OpenSegmentError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                    next_seq = None;
                     continue;
                 }
                 Err(OpenSegmentError::Io(e)) => return Err(StorageError::io("read", path)(e)),
@@ -381,6 +401,10 @@ impl DataDir {
                 }
                 Err(OpenSegmentError::Header(reason)) => seg.damage = Some((0, reason.into())),
             }
+            next_seq = seg
+                .damage
+                .is_none()
+                .then(|| named.saturating_add(seg.records));
             done_bytes += bytes;
             progress(done_bytes);
             report.records += seg.records;
