@@ -505,3 +505,58 @@ fn print_verify(w: &mut impl Write, report: &VerifyReport) -> std::io::Result<()
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    fn names(dir: &Path) -> std::io::Result<Vec<String>> {
+        std::fs::read_dir(dir)?
+            .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn a_failed_write_leaves_no_temporary_file_and_the_old_file_as_it_was() -> TestResult {
+        let tmp = tempfile::tempdir()?;
+        let path = tmp.path().join("out.msgpack");
+        std::fs::write(&path, b"old")?;
+        let failed = write_atomically(&path, |mut file| {
+            file.write_all(b"partial")?;
+            Err(std::io::Error::other("the export failed"))
+        });
+        assert!(failed.is_err());
+        assert_eq!(names(tmp.path())?, ["out.msgpack"]);
+        assert_eq!(std::fs::read(&path)?, b"old");
+
+        write_atomically(&path, |mut file| {
+            file.write_all(b"new")?;
+            Ok(file)
+        })?;
+        assert_eq!(names(tmp.path())?, ["out.msgpack"]);
+        assert_eq!(std::fs::read(&path)?, b"new");
+        Ok(())
+    }
+
+    #[test]
+    fn a_planted_temporary_name_is_never_written_through() -> TestResult {
+        let tmp = tempfile::tempdir()?;
+        let path = tmp.path().join("out.msgpack");
+        let victim = tmp.path().join("victim");
+        std::fs::write(&victim, b"victim")?;
+        let planted = tmp
+            .path()
+            .join(format!(".out.msgpack.{}-0.tmp", std::process::id()));
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(&victim, &planted)?;
+        write_atomically(&path, |mut file| {
+            file.write_all(b"new")?;
+            Ok(file)
+        })?;
+        assert_eq!(std::fs::read(&victim)?, b"victim");
+        assert_eq!(std::fs::read(&path)?, b"new");
+        Ok(())
+    }
+}
