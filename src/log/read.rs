@@ -356,17 +356,6 @@ impl DataDir {
                             0,
                             "the header's first seq disagrees with the file name".into(),
                         ));
-                    } else if let Some(next) = next_seq
-                        && *named > next
-                        && !removed.covers(next, named - 1)
-                    {
-                        seg.damage = Some((
-                            0,
-                            format!(
-                                "seqs {next}..={} are missing before this segment and were never deleted",
-                                named - 1
-                            ),
-                        ));
                     }
                     while seg.damage.is_none() {
                         match scan.next_frame().map_err(StorageError::io("read", path))? {
@@ -401,10 +390,23 @@ impl DataDir {
                 }
                 Err(OpenSegmentError::Header(reason)) => seg.damage = Some((0, reason.into())),
             }
-            next_seq = seg
-                .damage
-                .is_none()
-                .then(|| named.saturating_add(seg.records));
+            let frames_ok = seg.damage.is_none();
+            // Seqs missing before this segment that no deletion explains (its frames
+            // are still read and counted).
+            if frames_ok
+                && let Some(next) = next_seq
+                && *named > next
+                && !removed.covers(next, named - 1)
+            {
+                seg.damage = Some((
+                    0,
+                    format!(
+                        "seqs {next}..={} are missing before this segment and were never deleted",
+                        named - 1
+                    ),
+                ));
+            }
+            next_seq = frames_ok.then(|| named.saturating_add(seg.records));
             done_bytes += bytes;
             progress(done_bytes);
             report.records += seg.records;
