@@ -258,6 +258,7 @@ pub(crate) fn resolve_key(
     explicit: Option<AnonymizationKey>,
     config: &AnonymizationConfig,
     data_dir: Option<&Path>,
+    rotation: crate::KeyRotation,
 ) -> Result<(AnonymizationKey, KeyOrigin), crate::BuildError> {
     if let Some(key) = explicit {
         return Ok((key, KeyOrigin::Explicit));
@@ -275,7 +276,7 @@ pub(crate) fn resolve_key(
         return Ok((key, KeyOrigin::Environment));
     }
     if let Some(dir) = data_dir {
-        return Ok((crate::log::dir::key(dir)?, KeyOrigin::DataDir));
+        return Ok((crate::log::dir::key(dir, rotation)?, KeyOrigin::DataDir));
     }
     Ok((AnonymizationKey::generate()?, KeyOrigin::Ephemeral))
 }

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{RecvTimeoutError, SendTimeoutError, Sender, TrySendError};
 use crossbeam_utils::CachePadded;
 
+use crate::KeyRotation;
 use crate::anonymize::{AnonymizationKey, Anonymizer, KeyError, KeyOrigin, resolve_key};
 use crate::clock::{Clock, SystemClock, datetime};
 use crate::config::{AnonymizationMode, Config, Durability, Overflow};
@@ -309,6 +310,7 @@ pub struct CollectorBuilder {
     config: Config,
     clock: Option<Arc<dyn Clock>>,
     key: Option<AnonymizationKey>,
+    key_rotation: KeyRotation,
 }
 
 impl CollectorBuilder {
@@ -327,6 +329,15 @@ impl CollectorBuilder {
     /// Pseudonymizes with `key`, ahead of any key the config or environment names.
     pub fn key(mut self, key: AnonymizationKey) -> CollectorBuilder {
         self.key = Some(key);
+        self
+    }
+
+    /// What to do when the data directory's own key file is missing or holds another key
+    /// than its newest segments were made under (default: [`KeyRotation::Refuse`]).
+    /// Only the directory's key file is checked: a key given here, in the config or in
+    /// the environment is used as given.
+    pub fn key_rotation(mut self, rotation: KeyRotation) -> CollectorBuilder {
+        self.key_rotation = rotation;
         self
     }
 
@@ -356,7 +367,7 @@ impl CollectorBuilder {
         let a = &config.anonymization;
         let (anonymizer, key_id, key_origin) = match a.mode {
             AnonymizationMode::Pseudonymize => {
-                let (key, origin) = resolve_key(self.key, a, dir.as_deref())?;
+                let (key, origin) = resolve_key(self.key, a, dir.as_deref(), self.key_rotation)?;
                 (Anonymizer::new(&key, a), Some(key.key_id()), Some(origin))
             }
             AnonymizationMode::Off => (

@@ -271,7 +271,7 @@ pub enum StorageError {
     },
     /// A segment is damaged before its end.
     #[error(
-        "segment {path} is damaged at byte {offset} (expected seq {expected_seq}): {reason}; {bytes_after} bytes follow; run `arbiter-events verify` and reopen with storage.on_damage = \"truncate\" to keep the valid frames"
+        "segment {path} is damaged at byte {offset} (expected seq {expected_seq}): {reason}; {bytes_after} bytes follow; run `arbiter-events verify` to see it, then `arbiter-events repair` (or reopen with storage.on_damage = \"truncate\") to set it aside and keep the valid frames"
     )]
     Damaged {
         /// The segment file.
@@ -294,7 +294,9 @@ pub enum StorageError {
         name: String,
     },
     /// A committed cursor file cannot be read.
-    #[error("cursor file {path} is corrupt: {reason}; delete it to pull from the start")]
+    #[error(
+        "cursor file {path} is corrupt: {reason}; set it with `arbiter-events consumer reset NAME --to SEQ`, or delete it to pull from the start"
+    )]
     BadCursor {
         /// The file.
         path: PathBuf,
@@ -310,6 +312,43 @@ pub enum StorageError {
         path: PathBuf,
         /// What is wrong.
         reason: String,
+    },
+    /// A range in the log of deleted seq ranges cannot have been noted by a writer: it
+    /// starts at 0, ends before it starts, or ends at `u64::MAX` (the next seq would wrap).
+    #[error(
+        "pruned-range log {path} holds the impossible range {from_seq}..={to_seq} (seqs run from 1 and the next seq must stay below u64::MAX); correct or remove that entry, or restore the file from a backup"
+    )]
+    BadPrunedRange {
+        /// The file.
+        path: PathBuf,
+        /// The range's first seq.
+        from_seq: u64,
+        /// The range's last seq.
+        to_seq: u64,
+    },
+    /// The directory's key file is missing while its segments were pseudonymized: a new
+    /// key would make pseudonyms that no longer link to the old ones.
+    #[error(
+        "key file {path} is missing, but the segments were pseudonymized under key id {segments_key_id}; restore the key file, or rotate the key on purpose (`--rotate-key`, or `KeyRotation::Rotate` on the builder) so that new pseudonyms start that will not link to the old ones"
+    )]
+    KeyFileMissing {
+        /// The key file.
+        path: PathBuf,
+        /// The key id of the newest pseudonymized segment.
+        segments_key_id: String,
+    },
+    /// The directory's key file holds another key than the newest segments were made
+    /// under: pseudonyms would stop linking.
+    #[error(
+        "key file {path} holds key id {key_id}, but the newest segments were pseudonymized under key id {segments_key_id}; restore the original key file, or rotate the key on purpose (`--rotate-key`, or `KeyRotation::Rotate` on the builder) so that new pseudonyms start that will not link to the old ones"
+    )]
+    KeyFileChanged {
+        /// The key file.
+        path: PathBuf,
+        /// The key id of the key in the file.
+        key_id: String,
+        /// The key id of the newest pseudonymized segment.
+        segments_key_id: String,
     },
     /// A cursor to commit is ahead of the last record on disk.
     #[error(

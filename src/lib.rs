@@ -104,7 +104,9 @@ pub use export::{
     Cursor, EXPORT_FORMAT, EXPORT_VERSION, Export, ExportFile, ExportHeader, ExportRequest,
     ExportTrailer, Gap, GapReason, Record, read_export,
 };
-pub use log::{Damage, DataDir, RecoveryReport, SegmentReport, StorageStats, VerifyReport};
+pub use log::{
+    Damage, DataDir, KeyRotation, RecoveryReport, SegmentReport, StorageStats, VerifyReport,
+};
 pub use stats::{Dropped, KindCount, Pruned, State, Stats, TaskStats, TaskWindow};
 
 /// The README's examples, compiled and run as doctests.

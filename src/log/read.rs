@@ -369,11 +369,19 @@ impl DataDir {
             }
         };
         let mut done_bytes = 0;
+        // Read after listing: a writer notes a deletion there before it deletes.
+        let removed = dir::read_pruned(&self.root)?;
+        // The seq the next segment should start at, checked as the writer's recovery
+        // does (not after a damaged or vanished segment, which is reported already).
+        let mut next_seq = Some(1);
         for (i, (named, path)) in listed.iter().enumerate() {
             let last = i + 1 == listed.len();
             let bytes = match std::fs::metadata(path) {
                 Ok(m) => m.len(),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    next_seq = None;
+                    continue;
+                }
                 Err(e) => return Err(StorageError::io("read", path)(e)),
             };
             let mut seg = SegmentReport {
@@ -429,6 +437,7 @@ impl DataDir {
                     next = next.max(scan.expected());
                 }
                 Err(OpenSegmentError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                    next_seq = None;
                     continue;
                 }
                 Err(OpenSegmentError::Io(e)) => return Err(StorageError::io("read", path)(e)),
@@ -438,6 +447,23 @@ impl DataDir {
                 }
                 Err(OpenSegmentError::Header(reason)) => seg.damage = Some((0, reason.into())),
             }
+            let frames_ok = seg.damage.is_none();
+            // Seqs missing before this segment that no deletion explains (its frames
+            // are still read and counted).
+            if frames_ok
+                && let Some(next) = next_seq
+                && *named > next
+                && !removed.covers(next, named - 1)
+            {
+                seg.damage = Some((
+                    0,
+                    format!(
+                        "seqs {next}..={} are missing before this segment and were never deleted",
+                        named - 1
+                    ),
+                ));
+            }
+            next_seq = frames_ok.then(|| named.saturating_add(seg.records));
             done_bytes += bytes;
             progress(done_bytes);
             report.records += seg.records;

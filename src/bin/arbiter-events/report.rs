@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use arbiter_events::{
-    AnalyticsConfig, DataDir, Figures, GroupReport, Grouping, Report, ReportRequest, Summary,
+    AnalyticsConfig, Figures, GroupReport, Grouping, Report, ReportRequest, Summary,
     Trend, parse_duration,
 };
 use clap::ValueEnum;
@@ -14,7 +14,8 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::html::{self, num};
-use crate::{CliResult, default_data_dir};
+use crate::data::DirArg;
+use crate::{CliResult, Out};
 
 /// Agents charted on the HTML page.
 const DEFAULT_TOP: usize = 8;
@@ -35,9 +36,8 @@ pub(crate) enum Format {
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// The data directory.
-    #[arg(long, default_value_os_t = default_data_dir())]
-    data_dir: PathBuf,
+    #[command(flatten)]
+    dir: DirArg,
     /// The window up to now, e.g. `15m`, `1h`, `7d` (default `1h` unless --since is given).
     #[arg(long, conflicts_with = "since")]
     last: Option<String>,
@@ -110,7 +110,7 @@ fn request(args: &Args, now: OffsetDateTime) -> Result<ReportRequest, String> {
 }
 
 pub(crate) fn run(args: Args) -> CliResult {
-    let data = DataDir::open(&args.data_dir)?;
+    let data = args.dir.open()?;
     let config = AnalyticsConfig {
         bucket_secs: args.bucket_secs,
         ..AnalyticsConfig::default()
@@ -118,7 +118,7 @@ pub(crate) fn run(args: Args) -> CliResult {
     let now = OffsetDateTime::now_utc();
     let request = request(&args, now)?;
     let report = data.report(&config, &request, now)?;
-    let mut out = std::io::stdout().lock();
+    let mut out = Out::stdout();
     match args.format {
         Format::Json => {
             serde_json::to_writer_pretty(&mut out, &report)?;
