@@ -59,9 +59,10 @@ pub(crate) struct Counters {
 
 /// How many times a snapshot re-reads the counters, spinning, to find them balanced.
 const SNAPSHOT_SPINS: usize = 64;
-/// How long a snapshot goes on re-reading (yielding to a producer descheduled between
-/// two of its counts) before it returns an unbalanced reading.
-const SNAPSHOT_PATIENCE: Duration = Duration::from_millis(5);
+/// How long a snapshot goes on re-reading (yielding, then sleeping, so that a producer
+/// descheduled between two of its counts can run) before it returns an unbalanced
+/// reading. Reached only when a producer stays descheduled that long.
+const SNAPSHOT_PATIENCE: Duration = Duration::from_millis(100);
 
 impl Counters {
     fn dropped(&self) -> Dropped {
@@ -112,11 +113,14 @@ impl Counters {
                 std::hint::spin_loop();
                 continue;
             }
-            let since = *since.get_or_insert_with(Instant::now);
-            if since.elapsed() >= SNAPSHOT_PATIENCE {
+            let waited = since.get_or_insert_with(Instant::now).elapsed();
+            if waited >= SNAPSHOT_PATIENCE {
                 break;
+            } else if waited < Duration::from_millis(1) {
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(Duration::from_micros(100));
             }
-            std::thread::yield_now();
         }
         reading
     }
