@@ -89,6 +89,10 @@ fn occurred_at_is_kept_beside_the_ingest_time() -> TestResult {
         serde_json::json!(T0 - 90_000_000_000)
     );
     assert!(values[2].get("occurred_at").is_none(), "{:?}", values[2]);
+    let schema = common::Schema::load("record.schema.json")?;
+    for record in &values[1..3] {
+        schema.validate(record)?;
+    }
     // It follows `time` in the record map, before `type`.
     let bytes = export.to_msgpack();
     let ranges = common::msgpack_ranges(&bytes)?;
