@@ -400,3 +400,18 @@ fn micros(ms: f64) -> u64 {
     // saturates; validation made `ms` finite and non-negative.
     (ms * 1000.0).round() as u64
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Msg;
+
+    #[test]
+    fn a_message_fits_the_queue_slot_the_readme_states() {
+        // README: the queue allocates `capacity` slots of 128 bytes at build.
+        assert!(
+            std::mem::size_of::<Msg>() <= 128,
+            "{}",
+            std::mem::size_of::<Msg>()
+        );
+    }
+}
