@@ -23,6 +23,21 @@ pub enum ConfigError {
         /// The largest allowed.
         max: u64,
     },
+    /// A duration is outside its allowed range.
+    #[error("{field} must be within [{min:?}, {max:?}], got {value:?}")]
+    DurationOutOfRange {
+        /// The field, e.g. `retention.max_age`.
+        field: &'static str,
+        /// The value given.
+        value: Duration,
+        /// The shortest allowed.
+        min: Duration,
+        /// The longest allowed.
+        max: Duration,
+    },
+    /// Both `retention.max_age` and `retention.max_age_secs` are set.
+    #[error("retention.max_age and retention.max_age_secs are both set; keep one")]
+    ConflictingMaxAge,
     /// Both `anonymization.key_hex` and `anonymization.key_file` are set.
     #[error("anonymization.key_hex and anonymization.key_file are both set; keep one")]
     ConflictingKeySources,
@@ -44,6 +59,22 @@ pub enum ConfigError {
     /// `storage.data_dir` is an empty path.
     #[error("storage.data_dir must not be empty; leave it out to keep records in memory only")]
     EmptyDataDir,
+    /// An environment override names no key or holds a value of the wrong type.
+    #[error("{var}: {reason}")]
+    Env {
+        /// The variable, e.g. `ARBITER_EVENTS_RETENTION_MAX_EVENTS`.
+        var: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// An environment override gives a value that breaks a rule.
+    #[error("{var}: {source}")]
+    EnvInvalid {
+        /// The variable that set the field.
+        var: String,
+        /// The rule broken.
+        source: Box<ConfigError>,
+    },
     /// The TOML is malformed or names an unknown key.
     #[error("invalid configuration: {0}")]
     Parse(#[source] Box<toml::de::Error>),

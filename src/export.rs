@@ -229,8 +229,14 @@ pub struct ExportTrailer {
 pub struct Record {
     /// Strictly increasing from 1, never reused.
     pub seq: u64,
-    /// When the worker stored it, UTC, non-decreasing in `seq` order.
+    /// The ingest time: when `record()` took the event, UTC, from the collector's clock
+    /// (kept non-decreasing in `seq` order, so it may be a little later than the clock
+    /// read when producers race). With a [`ManualClock`](crate::ManualClock), events
+    /// recorded before an `advance` carry the time before it.
     pub time: OffsetDateTime,
+    /// When the thing happened, as the caller said
+    /// ([`Collector::record_at`](crate::Collector::record_at)); `None` when not given.
+    pub occurred_at: Option<OffsetDateTime>,
     /// The event, anonymized per the collector's policy.
     pub event: Event,
 }
@@ -239,6 +245,8 @@ pub struct Record {
 struct RecordRef<'a> {
     seq: u64,
     time: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    occurred_at: Option<i64>,
     #[serde(flatten)]
     event: &'a Event,
 }
@@ -248,6 +256,7 @@ impl Serialize for Record {
         RecordRef {
             seq: self.seq,
             time: unix_nanos(self.time),
+            occurred_at: self.occurred_at.map(unix_nanos),
             event: &self.event,
         }
         .serialize(s)
@@ -271,6 +280,8 @@ struct RecordVisitor;
 struct BufferedRecord {
     seq: u64,
     time: i64,
+    #[serde(default)]
+    occurred_at: Option<i64>,
     #[serde(flatten)]
     event: Event,
 }
@@ -279,6 +290,7 @@ fn slow_record<'de, A: serde::de::MapAccess<'de>>(
     first: std::borrow::Cow<'de, str>,
     seq: Option<u64>,
     time: Option<i64>,
+    occurred_at: Option<i64>,
     kind: Option<EventKind>,
     mut map: A,
 ) -> Result<Record, A::Error> {
@@ -286,6 +298,7 @@ fn slow_record<'de, A: serde::de::MapAccess<'de>>(
     let mut fields = serde_json::Map::new();
     fields.extend(seq.map(|v| ("seq".to_owned(), v.into())));
     fields.extend(time.map(|v| ("time".to_owned(), v.into())));
+    fields.extend(occurred_at.map(|v| ("occurred_at".to_owned(), v.into())));
     fields.extend(kind.map(|k| ("type".to_owned(), k.as_str().into())));
     fields.insert(first.into_owned(), map.next_value()?);
     while let Some((k, v)) = map.next_entry::<String, serde_json::Value>()? {
@@ -296,6 +309,7 @@ fn slow_record<'de, A: serde::de::MapAccess<'de>>(
     Ok(Record {
         seq: r.seq,
         time: datetime(r.time),
+        occurred_at: r.occurred_at.map(datetime),
         event: r.event,
     })
 }
@@ -309,7 +323,7 @@ impl<'de> serde::de::Visitor<'de> for RecordVisitor {
 
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Record, A::Error> {
         use serde::de::Error;
-        let (mut seq, mut time, mut kind) = (None, None, None);
+        let (mut seq, mut time, mut kind, mut occurred_at) = (None, None, None, None);
         while seq.is_none() || time.is_none() || kind.is_none() {
             let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? else {
                 return Err(A::Error::custom(
@@ -319,13 +333,16 @@ impl<'de> serde::de::Visitor<'de> for RecordVisitor {
             match key.as_ref() {
                 "seq" if seq.is_none() => seq = Some(map.next_value::<u64>()?),
                 "time" if time.is_none() => time = Some(map.next_value::<i64>()?),
+                "occurred_at" if occurred_at.is_none() => {
+                    occurred_at = Some(map.next_value::<i64>()?);
+                }
                 "type" if kind.is_none() => {
                     let name = map.next_value::<std::borrow::Cow<'de, str>>()?;
                     let k = EventKind::from_name(&name)
                         .ok_or_else(|| A::Error::custom(format!("unknown event type `{name}`")))?;
                     kind = Some(k);
                 }
-                _ => return slow_record(key, seq, time, kind, map),
+                _ => return slow_record(key, seq, time, occurred_at, kind, map),
             }
         }
         let (Some(seq), Some(time), Some(kind)) = (seq, time, kind) else {
@@ -335,6 +352,7 @@ impl<'de> serde::de::Visitor<'de> for RecordVisitor {
         Ok(Record {
             seq,
             time: datetime(time),
+            occurred_at: occurred_at.map(datetime),
             event,
         })
     }

@@ -111,10 +111,8 @@ fn request(args: &Args, now: OffsetDateTime) -> Result<ReportRequest, String> {
 
 pub(crate) fn run(args: Args) -> CliResult {
     let data = args.dir.open()?;
-    let config = AnalyticsConfig {
-        bucket_secs: args.bucket_secs,
-        ..AnalyticsConfig::default()
-    };
+    let mut config = AnalyticsConfig::default();
+    config.bucket_secs = args.bucket_secs;
     let now = OffsetDateTime::now_utc();
     let request = request(&args, now)?;
     let report = data.report(&config, &request, now)?;
@@ -191,7 +189,7 @@ fn row(g: &GroupReport) -> Vec<Cell> {
 /// The report as a terminal table, then the top CAWS rules of the first row.
 fn table(report: &Report) -> String {
     let mut t = Table::new();
-    t.load_preset(UTF8_FULL_CONDENSED);
+    t.load_style(UTF8_FULL_CONDENSED);
     t.set_header([
         "group", "events", "tasks", "success", "errors", "abandoned", "p50 ms", "p95 ms",
         "p99 ms", "max ms", "tokens", "budget over", "CAWS pass", "high+crit",
