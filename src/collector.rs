@@ -20,7 +20,7 @@ use crate::error::{
 use crate::event::validate::Limits;
 use crate::event::{Attributes, Event, TaskStarted};
 use crate::execution::TaskExecution;
-use crate::export::{self, Export, ExportContext, ExportRequest};
+use crate::export::{self, Export, ExportContext, ExportRequest, Seal};
 use crate::log::{LogWriter, StorageStats, dir as data_dir};
 use crate::stats::{Dropped, State, Stats, StoreView};
 use crate::store::{Bounds, Store};
@@ -166,6 +166,8 @@ pub(crate) struct Shared {
     mode: AnonymizationMode,
     key_id: Option<String>,
     key_origin: Option<KeyOrigin>,
+    /// The source id and the MAC key exports carry.
+    seal: Seal,
     queue_capacity: usize,
 }
 
@@ -354,16 +356,36 @@ impl CollectorBuilder {
             None => None,
         };
         let a = &config.anonymization;
-        let (anonymizer, key_id, key_origin) = match a.mode {
+        let (anonymizer, key_id, key_origin, mac_key) = match a.mode {
             AnonymizationMode::Pseudonymize => {
                 let (key, origin) = resolve_key(self.key, a, dir.as_deref())?;
-                (Anonymizer::new(&key, a), Some(key.key_id()), Some(origin))
+                let mac_key = Some(key.mac_key());
+                (
+                    Anonymizer::new(&key, a),
+                    Some(key.key_id()),
+                    Some(origin),
+                    mac_key,
+                )
             }
             AnonymizationMode::Off => (
                 Anonymizer::new(&AnonymizationKey::from_bytes([0; 32]), a),
                 None,
                 None,
+                None,
             ),
+        };
+        let source = match &dir {
+            Some(dir) => data_dir::source(dir, config.source.as_deref(), true)?,
+            None => config.source.clone(),
+        };
+        // Without a data directory or a configured id, the key names the stream.
+        let source = source.unwrap_or_else(|| match &key_id {
+            Some(id) => format!("mem-{id}"),
+            None => "mem".to_owned(),
+        });
+        let seal = Seal {
+            source: Some(source),
+            mac_key,
         };
         let mut store = Store::new(bounds(&config));
         let log = match (&dir, lock) {
@@ -402,6 +424,7 @@ impl CollectorBuilder {
             mode: a.mode,
             key_id,
             key_origin,
+            seal,
             queue_capacity: config.queue.capacity,
             config: Mutex::new(config),
         });
@@ -774,6 +797,7 @@ impl Collector {
             anonymization: shared.mode,
             key_id: shared.key_id.clone(),
             data_dir: shared.data_dir.as_deref(),
+            seal: shared.seal.clone(),
         };
         export::export(ctx, request)
     }

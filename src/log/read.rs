@@ -226,7 +226,8 @@ impl DataDir {
     pub fn export(&self, request: &ExportRequest) -> Result<Export, ExportError> {
         let mut b = Builder::new(request)?;
         export_from_disk(&self.root, &mut b, None, None)?;
-        Ok(b.finish(None))
+        let seal = crate::export::dir_seal(&self.root, b.key_id())?;
+        Ok(b.finish(None, seal))
     }
 
     /// The cursor `consumer` last committed, or [`Cursor::START`].

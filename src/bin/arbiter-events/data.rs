@@ -53,6 +53,27 @@ pub(crate) struct ExportArgs {
     /// (not with --consumer).
     #[arg(long, default_value = "-")]
     out: PathBuf,
+    /// The file format: MessagePack, or JSON Lines (header, records, trailer, a line each).
+    #[arg(long, value_enum, default_value_t = Format::Msgpack)]
+    format: Format,
+}
+
+/// The export file formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Format {
+    /// A stream of MessagePack maps.
+    Msgpack,
+    /// JSON Lines.
+    Jsonl,
+}
+
+impl Format {
+    fn write<W: Write>(self, export: &Export, out: W) -> Result<(), arbiter_events::ExportError> {
+        match self {
+            Format::Msgpack => export.write_msgpack(out),
+            Format::Jsonl => export.write_jsonl(out),
+        }
+    }
 }
 
 fn parse_time(text: &str) -> Result<OffsetDateTime, String> {
@@ -94,7 +115,7 @@ pub(crate) fn export(args: ExportArgs) -> CliResult {
     let export = dir.export(&request);
     bar.finish_and_clear();
     let export = export?;
-    write_export(&export, &args.out)?;
+    write_export(&export, &args.out, args.format)?;
     let h = export.header();
     let gap = h.gap.map_or_else(String::new, |g| {
         format!(", gap {}..={} ({:?})", g.from_seq, g.to_seq, g.reason)
@@ -121,11 +142,11 @@ pub(crate) fn export(args: ExportArgs) -> CliResult {
 
 /// Writes the export to standard output, or to `path` atomically and durably: a
 /// temporary file, synced, renamed into place, the folder synced.
-fn write_export(export: &Export, path: &Path) -> CliResult {
+fn write_export(export: &Export, path: &Path, format: Format) -> CliResult {
     if path == Path::new("-") {
         let stdout = std::io::stdout();
         let mut out = BufWriter::new(stdout.lock());
-        export.write_msgpack(&mut out)?;
+        format.write(export, &mut out)?;
         return Ok(out.flush()?);
     }
     let name = path
@@ -139,8 +160,8 @@ fn write_export(export: &Export, path: &Path) -> CliResult {
     let write = || -> std::io::Result<()> {
         let file = File::create(&tmp)?;
         let mut out = BufWriter::new(file);
-        export
-            .write_msgpack(&mut out)
+        format
+            .write(export, &mut out)
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
         std::fs::rename(&tmp, path)?;

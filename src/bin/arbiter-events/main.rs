@@ -4,6 +4,8 @@
 //! - `export` writes an incremental export from the data directory (for a named
 //!   consumer, committing its cursor once the file is durable).
 //! - `stats` and `verify` read the data directory; `inspect FILE` reads an export.
+//! - `verify-export FILE --mac-key-file F` checks an export's MAC; `key mac` prints the
+//!   data directory's MAC key.
 //!
 //! Every command that reads the data directory works while a collector writes it.
 
@@ -34,7 +36,7 @@ struct Cli {
 enum Command {
     /// Simulate an arbiter on several threads, recording into the data directory.
     Demo(demo::Args),
-    /// Export records from the data directory as MessagePack.
+    /// Export records from the data directory as MessagePack or JSON Lines.
     Export(data::ExportArgs),
     /// Print the data directory's counts and consumers as JSON.
     Stats(data::DirArg),
@@ -42,6 +44,11 @@ enum Command {
     Verify(data::DirArg),
     /// Verify an export file and print its records as JSON Lines.
     Inspect(inspect::Args),
+    /// Verify an export file's MAC with a MAC key: refuses any change, and files without one.
+    VerifyExport(inspect::VerifyArgs),
+    /// Print the data directory's keys for handing to consumers.
+    #[command(subcommand)]
+    Key(inspect::KeyCommand),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +60,8 @@ fn main() -> ExitCode {
         Command::Stats(args) => success(data::stats(args)),
         Command::Verify(args) => data::verify(args),
         Command::Inspect(args) => success(inspect::run(args)),
+        Command::VerifyExport(args) => success(inspect::verify(args)),
+        Command::Key(command) => success(inspect::key(command)),
     };
     match result {
         Ok(code) => code,
