@@ -777,6 +777,11 @@ impl Collector {
         }
     }
 
+    /// The source id every export of this collector carries (see [`Config::source`]).
+    pub fn source(&self) -> &str {
+        self.shared().seal.source.as_deref().unwrap_or_default()
+    }
+
     /// A snapshot of every counter. O(1): the tallies are kept incrementally.
     pub fn stats(&self) -> Stats {
         self.shared().stats(self.inner.tx.len())

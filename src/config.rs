@@ -620,6 +620,9 @@ impl Config {
         if self.storage != next.storage {
             return Err(ConfigError::NotLive { field: "storage" });
         }
+        if self.source != next.source {
+            return Err(ConfigError::NotLive { field: "source" });
+        }
         Ok(())
     }
 
