@@ -297,10 +297,6 @@ impl MacKey {
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)
     }
-
-    fn hasher(&self) -> blake3::Hasher {
-        blake3::Hasher::new_keyed(&self.0)
-    }
 }
 
 /// Who wrote an export and the key that signs it, besides what the records carry.
@@ -572,35 +568,38 @@ fn json_line<T: Serialize>(line: &mut Vec<u8>, value: &T) -> Result<(), ExportEr
     Ok(())
 }
 
-/// The checksum and (with a key) the MAC over the same bytes, fed once.
+/// The checksum over the signed bytes, and (with a key) the MAC: keyed BLAKE3 of the
+/// checksum's 32 bytes, so the MAC covers everything the checksum does at the cost of
+/// one block, not a second pass over the records (hash, then MAC).
 struct Sums {
     checksum: blake3::Hasher,
-    mac: Option<blake3::Hasher>,
+    mac_key: Option<MacKey>,
 }
 
 impl Sums {
     fn new(version: u32, mac_key: Option<&MacKey>) -> Sums {
         Sums {
             checksum: blake3::Hasher::new(),
-            mac: mac_key
-                .filter(|_| version >= EXPORT_VERSION)
-                .map(MacKey::hasher),
+            mac_key: mac_key.filter(|_| version >= EXPORT_VERSION).cloned(),
         }
     }
 
     fn update(&mut self, bytes: &[u8]) {
         self.checksum.update(bytes);
-        if let Some(mac) = &mut self.mac {
-            mac.update(bytes);
-        }
     }
 
     fn finish(self) -> (String, Option<String>) {
-        (
-            self.checksum.finalize().to_hex().to_string(),
-            self.mac.map(|m| m.finalize().to_hex().to_string()),
-        )
+        let checksum = self.checksum.finalize();
+        let mac = self
+            .mac_key
+            .map(|k| mac_of(&k, &checksum).to_hex().to_string());
+        (checksum.to_hex().to_string(), mac)
     }
+}
+
+/// The MAC of a file whose checksum is `checksum`.
+fn mac_of(key: &MacKey, checksum: &blake3::Hash) -> blake3::Hash {
+    blake3::keyed_hash(&key.0, checksum.as_bytes())
 }
 
 fn write_value<W: Write, T: Serialize>(out: &mut W, value: &T) -> Result<(), ExportError> {
@@ -975,8 +974,10 @@ fn is_eof(e: &rmp_serde::decode::Error) -> bool {
 /// [`ExportError::ChecksumMismatch`] when it was damaged, [`ExportError::HeaderMismatch`]
 /// when the header contradicts the records, [`ExportError::Unsupported`] for another
 /// format or version.
-pub fn read_export<R: Read>(input: R) -> Result<ExportFile, ExportError> {
-    read(input).map(|(file, _)| file)
+pub fn read_export<R: Read>(mut input: R) -> Result<ExportFile, ExportError> {
+    let mut bytes = Vec::new();
+    input.read_to_end(&mut bytes)?;
+    read(&bytes)
 }
 
 /// Reads an export as [`read_export`] does, then checks its MAC under `mac_key` (the
@@ -1005,26 +1006,27 @@ pub fn read_export_verified<R: Read>(
     input: R,
     mac_key: &MacKey,
 ) -> Result<ExportFile, ExportError> {
-    let (file, signed) = read(input)?;
+    let file = read_export(input)?;
     let Some(mac) = file.trailer.mac.as_deref() else {
         return Err(ExportError::MacMissing {
             version: file.header.version,
         });
     };
+    // The checksum was just recomputed from the bytes and found equal.
+    let checksum =
+        blake3::Hash::from_hex(&file.trailer.checksum).map_err(|_| ExportError::MacMismatch)?;
     // `blake3::Hash` compares in constant time.
     let expected = blake3::Hash::from_hex(mac).map_err(|_| ExportError::MacMismatch)?;
-    let actual = mac_key.hasher().update(&signed).finalize();
+    let actual = mac_of(mac_key, &checksum);
     if actual != expected {
         return Err(ExportError::MacMismatch);
     }
     Ok(file)
 }
 
-/// Reads and checks a file; also returns the bytes the MAC covers.
-fn read<R: Read>(mut input: R) -> Result<(ExportFile, Vec<u8>), ExportError> {
-    let mut bytes = Vec::new();
-    input.read_to_end(&mut bytes)?;
-    let mut cur = std::io::Cursor::new(bytes.as_slice());
+/// Reads and checks a file.
+fn read(bytes: &[u8]) -> Result<ExportFile, ExportError> {
+    let mut cur = std::io::Cursor::new(bytes);
     // Format and version first: another version's header may have other fields.
     let probe: HeaderProbe = decode(&mut cur.clone(), "header", 0, 0)?;
     if probe.format != EXPORT_FORMAT
@@ -1050,7 +1052,6 @@ fn read<R: Read>(mut input: R) -> Result<(ExportFile, Vec<u8>), ExportError> {
         hasher.update(&bytes[to_usize(start)..to_usize(cur.position())]);
         records.push(record);
     }
-    let signed_end = to_usize(cur.position());
     let trailer: ExportTrailer = decode(&mut cur, "trailer", header.count, header.count)?;
     if trailer.count != header.count {
         return Err(ExportError::CountMismatch {
@@ -1079,15 +1080,11 @@ fn read<R: Read>(mut input: R) -> Result<(ExportFile, Vec<u8>), ExportError> {
         });
     }
     check_header(&header, &records)?;
-    bytes.truncate(signed_end);
-    Ok((
-        ExportFile {
-            header,
-            records,
-            trailer,
-        },
-        bytes,
-    ))
+    Ok(ExportFile {
+        header,
+        records,
+        trailer,
+    })
 }
 
 /// Checks what the header says against what can be derived from the records: damage

@@ -67,7 +67,9 @@ fn assemble_sealed(header: &Json, records: &[u8], mac_key: Option<&MacKey>) -> R
     signed.extend_from_slice(records);
     let mac = mac_key.map(|k| {
         let key: [u8; 32] = hex_bytes(&k.to_hex());
-        blake3::keyed_hash(&key, &signed).to_hex().to_string()
+        blake3::keyed_hash(&key, blake3::hash(&signed).as_bytes())
+            .to_hex()
+            .to_string()
     });
     let trailer = json!({
         "count": header["count"],
@@ -599,8 +601,8 @@ fn the_golden_file_is_version_2_signed_by_the_golden_key() -> Result<()> {
         source,
         format!("mem-{}", file.header.key_id.as_deref().unwrap_or_default())
     );
-    // The MAC is keyed BLAKE3 over everything before the trailer, under a key derived
-    // from the collector's key by its own context.
+    // The MAC is keyed BLAKE3 of the checksum of everything before the trailer (hash,
+    // then MAC), under a key derived from the collector's key by its own context.
     let trailer_start = common::msgpack_ranges(&bytes)?
         .last()
         .ok_or("no trailer")?
@@ -610,7 +612,7 @@ fn the_golden_file_is_version_2_signed_by_the_golden_key() -> Result<()> {
     assert_eq!(
         file.trailer.mac.as_deref(),
         Some(
-            blake3::keyed_hash(&derived, &bytes[..trailer_start])
+            blake3::keyed_hash(&derived, blake3::hash(&bytes[..trailer_start]).as_bytes())
                 .to_hex()
                 .as_str()
         )
@@ -854,7 +856,11 @@ fn the_json_lines_form_carries_the_same_records_and_integrity_fields() -> Result
     let key = hex_bytes(&golden_mac_key().to_hex());
     assert_eq!(
         trailer["mac"],
-        json!(blake3::keyed_hash(&key, signed).to_hex().to_string())
+        json!(
+            blake3::keyed_hash(&key, blake3::hash(signed).as_bytes())
+                .to_hex()
+                .to_string()
+        )
     );
     Ok(())
 }
