@@ -359,7 +359,11 @@ impl CollectorBuilder {
         let (anonymizer, key_id, key_origin, mac_key) = match a.mode {
             AnonymizationMode::Pseudonymize => {
                 let (key, origin) = resolve_key(self.key, a, dir.as_deref())?;
-                let mac_key = Some(key.mac_key());
+                // With a data directory, exports are signed with its own key (the
+                // `key` file) or not at all, so that a reader of the directory in another
+                // process, which has only that file, writes the same bytes.
+                let mac_key = (dir.is_none() || origin == KeyOrigin::DataDir)
+                    .then(|| (key.key_id(), key.mac_key()));
                 (
                     Anonymizer::new(&key, a),
                     Some(key.key_id()),

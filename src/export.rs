@@ -304,8 +304,9 @@ impl MacKey {
 pub(crate) struct Seal {
     /// The collector's or data directory's source id.
     pub(crate) source: Option<String>,
-    /// Signs the export when the records are pseudonymized under the matching key.
-    pub(crate) mac_key: Option<MacKey>,
+    /// The key id of the signing key and its MAC key: an export is signed only when
+    /// its records were pseudonymized under that key.
+    pub(crate) mac_key: Option<(String, MacKey)>,
 }
 
 /// One stored event with its place in the stream.
@@ -769,7 +770,10 @@ impl<'r> Builder<'r> {
     /// with `seal`'s MAC key only when its records are pseudonymized.
     pub(crate) fn finish(self, key_id: Option<String>, seal: Seal) -> Export {
         let key_id = self.key_id.unwrap_or(key_id);
-        let mac_key = seal.mac_key.filter(|_| key_id.is_some());
+        let mac_key = seal
+            .mac_key
+            .filter(|(signer, _)| key_id.as_deref() == Some(signer.as_str()))
+            .map(|(_, k)| k);
         let header = ExportHeader {
             format: EXPORT_FORMAT.to_owned(),
             version: EXPORT_VERSION,
@@ -823,7 +827,7 @@ pub(crate) fn dir_seal(root: &std::path::Path, key_id: Option<&str>) -> Result<S
                     reason: e.to_string(),
                 }
             })?;
-            (key.key_id() == id).then(|| key.mac_key())
+            (key.key_id() == id).then(|| (key.key_id(), key.mac_key()))
         }
         _ => None,
     };

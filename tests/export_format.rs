@@ -959,3 +959,36 @@ fn the_command_line_verifies_macs_prints_the_mac_key_and_writes_json_lines() -> 
     assert!(from_lib.trailer().mac.is_some());
     Ok(())
 }
+
+#[test]
+fn with_a_data_directory_exports_are_signed_with_its_key_file_only() -> Result<()> {
+    let events = common::read_events("fixtures/events/all_variants.jsonl")?;
+    let tmp = tempfile::tempdir()?;
+    // The directory's own key: the collector and a reader sign alike.
+    let own = tmp.path().join("own");
+    let mut config = Config::default();
+    config.storage.data_dir = Some(own.clone());
+    let collector = arbiter_events::Collector::new(config.clone())?;
+    for event in events.iter().take(4) {
+        collector.record(event.clone())?;
+    }
+    collector.flush(common::FLUSH_TIMEOUT)?;
+    let request = arbiter_events::ExportRequest::after(arbiter_events::Cursor::START);
+    let memory = collector.export(&request)?;
+    let disk = arbiter_events::DataDir::open(&own)?.export(&request)?;
+    assert_eq!(memory.to_msgpack(), disk.to_msgpack());
+    let mac_key = arbiter_events::AnonymizationKey::from_file(own.join("key"))?.mac_key();
+    arbiter_events::read_export_verified(memory.to_msgpack().as_slice(), &mac_key)?;
+    collector.shutdown(common::FLUSH_TIMEOUT)?;
+    // A key given to the builder: no key file, so neither side signs.
+    let given = tmp.path().join("given");
+    config.storage.data_dir = Some(given.clone());
+    let (collector, _) = common::golden_collector(config)?;
+    collector.record(events[0].clone())?;
+    collector.flush(common::FLUSH_TIMEOUT)?;
+    let memory = collector.export(&request)?;
+    let disk = arbiter_events::DataDir::open(&given)?.export(&request)?;
+    assert_eq!(memory.trailer().mac, None);
+    assert_eq!(memory.to_msgpack(), disk.to_msgpack());
+    Ok(())
+}
