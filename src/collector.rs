@@ -23,7 +23,7 @@ use crate::event::validate::Limits;
 use crate::event::{Attributes, Event, TaskStarted};
 use crate::event::{Rule, ValidationError};
 use crate::execution::TaskExecution;
-use crate::export::{self, Export, ExportContext, ExportRequest};
+use crate::export::{self, Export, ExportContext, ExportRequest, Seal};
 use crate::log::{LogWriter, StorageStats, dir as data_dir};
 use crate::stats::{Dropped, State, Stats, StoreView};
 use crate::store::{Bounds, Store};
@@ -250,6 +250,8 @@ pub(crate) struct Shared {
     mode: AnonymizationMode,
     key_id: Option<String>,
     key_origin: Option<KeyOrigin>,
+    /// The source id and the MAC key exports carry.
+    seal: Seal,
     queue_capacity: usize,
 }
 
@@ -469,18 +471,43 @@ impl CollectorBuilder {
             None => None,
         };
         let a = &config.anonymization;
-        let (anonymizer, key_id, key_origin, key) = match a.mode {
+        let (anonymizer, key_id, key_origin, key, mac_key) = match a.mode {
             AnonymizationMode::Pseudonymize => {
                 let (key, origin) = resolve_key(self.key, a, dir.as_deref(), self.key_rotation)?;
+                // With a data directory, exports are signed with its own key (the
+                // `key` file) or not at all, so that a reader of the directory in another
+                // process, which has only that file, writes the same bytes.
+                let mac_key = (dir.is_none() || origin == KeyOrigin::DataDir)
+                    .then(|| (key.key_id(), key.mac_key()));
                 let id = key.key_id();
-                (Anonymizer::new(&key, a), Some(id), Some(origin), Some(key))
+                (
+                    Anonymizer::new(&key, a),
+                    Some(id),
+                    Some(origin),
+                    Some(key),
+                    mac_key,
+                )
             }
             AnonymizationMode::Off => (
                 Anonymizer::new(&AnonymizationKey::from_bytes([0; 32]), a),
                 None,
                 None,
                 None,
+                None,
             ),
+        };
+        let source = match &dir {
+            Some(dir) => data_dir::source(dir, config.source.as_deref(), true)?,
+            None => config.source.clone(),
+        };
+        // Without a data directory or a configured id, the key names the stream.
+        let source = source.unwrap_or_else(|| match &key_id {
+            Some(id) => format!("mem-{id}"),
+            None => "mem".to_owned(),
+        });
+        let seal = Seal {
+            source: Some(source),
+            mac_key,
         };
         let mut store = Store::new(bounds(&config));
         let log = match (&dir, lock) {
@@ -525,6 +552,7 @@ impl CollectorBuilder {
             mode: a.mode,
             key_id,
             key_origin,
+            seal,
             queue_capacity: config.queue.capacity,
             config: Mutex::new(config),
         });
@@ -939,6 +967,11 @@ impl Collector {
         }
     }
 
+    /// The source id every export of this collector carries (see [`Config::source`]).
+    pub fn source(&self) -> &str {
+        self.shared().seal.source.as_deref().unwrap_or_default()
+    }
+
     /// A snapshot of every counter. O(1): the tallies are kept incrementally.
     pub fn stats(&self) -> Stats {
         self.shared().stats(self.inner.tx.len())
@@ -959,6 +992,7 @@ impl Collector {
             anonymization: shared.mode,
             key_id: shared.key_id.clone(),
             data_dir: shared.data_dir.as_deref(),
+            seal: shared.seal.clone(),
         };
         export::export(ctx, request)
     }

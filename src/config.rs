@@ -242,6 +242,12 @@ impl fmt::Debug for KeyHex {
 pub struct Config {
     /// Whether events are recorded at all (disabled events are counted as dropped).
     pub enabled: bool,
+    /// The stable id of this collector in exports' `source` (fixed at build): 1 to
+    /// [`MAX_SOURCE_LEN`] letters, digits, `-`, `_` or `.`. `None`: the data directory's
+    /// own id (its `source` file, generated once), or without a data directory
+    /// `mem-` and the key id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
     /// The channel between producers and the ingest worker.
     pub queue: QueueConfig,
     /// How long and how much the store keeps.
@@ -388,6 +394,7 @@ impl Default for Config {
     fn default() -> Config {
         Config {
             enabled: DEFAULT_ENABLED,
+            source: None,
             queue: QueueConfig::default(),
             retention: RetentionConfig::default(),
             anonymization: AnonymizationConfig::default(),
@@ -653,6 +660,13 @@ impl Config {
     /// # Errors
     /// One [`ConfigError`] variant per rule, naming the field.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(source) = &self.source
+            && !is_valid_source(source)
+        {
+            return Err(ConfigError::InvalidSource {
+                value: source.clone(),
+            });
+        }
         range_usize("queue.capacity", self.queue.capacity, 1, MAX_QUEUE_CAPACITY)?;
         if let Overflow::BlockFor(d) = self.queue.overflow
             && d.is_zero()
@@ -805,6 +819,9 @@ impl Config {
         if self.storage != next.storage {
             return Err(ConfigError::NotLive { field: "storage" });
         }
+        if self.source != next.source {
+            return Err(ConfigError::NotLive { field: "source" });
+        }
         Ok(())
     }
 
@@ -837,6 +854,7 @@ pub const ENV_PREFIX: &str = "ARBITER_EVENTS_";
 /// as `_` (see [`Config::env_var`]).
 pub const ENV_KEYS: &[&str] = &[
     "enabled",
+    "source",
     "queue.capacity",
     "queue.overflow",
     "retention.max_age_secs",
@@ -1082,4 +1100,16 @@ fn error_field(error: &ConfigError) -> Option<&'static str> {
         ConfigError::EmptyDataDir => Some("storage.data_dir"),
         _ => None,
     }
+}
+
+/// The longest `source` id.
+pub const MAX_SOURCE_LEN: usize = 64;
+
+/// Whether `source` can be a source id: 1 to [`MAX_SOURCE_LEN`] ASCII letters, digits,
+/// `-`, `_` or `.`.
+pub(crate) fn is_valid_source(source: &str) -> bool {
+    (1..=MAX_SOURCE_LEN).contains(&source.len())
+        && source
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }

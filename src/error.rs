@@ -41,6 +41,12 @@ pub enum ConfigError {
     /// Both `anonymization.key_hex` and `anonymization.key_file` are set.
     #[error("anonymization.key_hex and anonymization.key_file are both set; keep one")]
     ConflictingKeySources,
+    /// `source` is not a valid source id.
+    #[error("source must be 1 to 64 letters, digits, `-`, `_` or `.`, got {value:?}")]
+    InvalidSource {
+        /// The value given.
+        value: String,
+    },
     /// `anonymization.key_hex` is not a key.
     #[error("anonymization.key_hex is invalid: {0}")]
     InvalidKey(#[source] KeyError),
@@ -263,6 +269,36 @@ pub enum ExportError {
         format: String,
         /// The header's version.
         version: u32,
+    },
+    /// The header says something the records contradict (a field rewritten along with
+    /// the checksum, or a writer's bug).
+    #[error(
+        "export header field `{field}` disagrees with the records: {reason}; the file was changed or damaged, export it again"
+    )]
+    HeaderMismatch {
+        /// The header field, e.g. `next_cursor`.
+        field: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The file has no MAC to verify.
+    #[error(
+        "export has no mac (version {version}): it was written before version 2 or without an anonymization key; read it with read_export, or export again from a collector with a key"
+    )]
+    MacMissing {
+        /// The file's layout version.
+        version: u32,
+    },
+    /// The file's MAC does not match the MAC key.
+    #[error(
+        "export mac does not match the mac key: the file was changed, or signed under another key (check the mac key file with `arbiter-events key mac`)"
+    )]
+    MacMismatch,
+    /// A MAC key could not be read.
+    #[error("invalid mac key: {reason}")]
+    InvalidMacKey {
+        /// What is wrong, with the path when read from a file.
+        reason: String,
     },
     /// A value could not be encoded.
     #[error("cannot encode export: {0}")]

@@ -101,8 +101,9 @@ pub use error::{
 pub use event::*;
 pub use execution::TaskExecution;
 pub use export::{
-    Cursor, EXPORT_FORMAT, EXPORT_VERSION, Export, ExportFile, ExportHeader, ExportRequest,
-    ExportTrailer, Gap, GapReason, Record, read_export,
+    Cursor, EXPORT_FORMAT, EXPORT_VERSION, EXPORT_VERSION_1, Export, ExportFile, ExportHeader,
+    ExportRequest, ExportTrailer, Gap, GapReason, MacKey, Record, read_export,
+    read_export_verified,
 };
 pub use log::{
     Damage, DataDir, KeyRotation, RecoveryReport, SegmentReport, StorageStats, VerifyReport,

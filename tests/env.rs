@@ -26,6 +26,7 @@ fn full() -> Result<Config> {
 fn every_key() -> Vec<(&'static str, &'static str)> {
     vec![
         ("enabled", "false"),
+        ("source", "arbiter-7.eu_west"),
         ("queue.capacity", "64"),
         ("queue.overflow", "{ block_for_ms = 7 }"),
         ("retention.max_age", "250ms"),
@@ -85,6 +86,7 @@ fn every_key_has_a_variable() -> Result<()> {
     }
     let config = Config::default().with_env_iter(vars(&given))?;
     assert!(!config.enabled);
+    assert_eq!(config.source.as_deref(), Some("arbiter-7.eu_west"));
     assert_eq!(config.queue.capacity, 64);
     assert_eq!(
         config.queue.overflow,

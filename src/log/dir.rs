@@ -344,3 +344,52 @@ impl super::DataDir {
         Ok(out)
     }
 }
+
+/// The directory's source id, in its `source` file beside the key. `configured` (from
+/// the config) wins and, with `write`, is stored so readers of the directory agree.
+/// Otherwise the file is read (and checked); when it is missing, an id is generated
+/// (`src-` and 16 random hex digits) and stored if `write`, else `None`. Stored
+/// atomically, like the key; the writer calls it with the lock held.
+pub(crate) fn source(
+    dir: &Path,
+    configured: Option<&str>,
+    write: bool,
+) -> Result<Option<String>, StorageError> {
+    const SOURCE: &str = "source";
+    let path = dir.join(SOURCE);
+    let mut text = String::new();
+    let stored = match File::open(&path).and_then(|f| f.take(256).read_to_string(&mut text)) {
+        Ok(_) => Some(text.trim().to_owned()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(StorageError::io("read", &path)(e)),
+    };
+    let id = match (configured, stored) {
+        (Some(id), stored) => {
+            if write && stored.as_deref() != Some(id) {
+                write_atomic(dir, SOURCE, format!("{id}\n").as_bytes())?;
+            }
+            return Ok(Some(id.to_owned()));
+        }
+        (None, Some(id)) => id,
+        (None, None) if write => {
+            let mut random = [0u8; 8];
+            getrandom::fill(&mut random).map_err(|e| {
+                StorageError::io("generate source id", &path)(std::io::Error::other(e.to_string()))
+            })?;
+            let id = format!("src-{}", hex::encode(random));
+            write_atomic(dir, SOURCE, format!("{id}\n").as_bytes())?;
+            return Ok(Some(id));
+        }
+        (None, None) => return Ok(None),
+    };
+    if !crate::config::is_valid_source(&id) {
+        let reason = format!(
+            "{id:?} is not a source id (1 to 64 letters, digits, `-`, `_` or `.`); \
+             fix the file, or delete it to generate a new id"
+        );
+        return Err(StorageError::io("read source id", &path)(
+            std::io::Error::new(std::io::ErrorKind::InvalidData, reason),
+        ));
+    }
+    Ok(Some(id))
+}

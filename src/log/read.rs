@@ -245,7 +245,8 @@ impl DataDir {
         let published = state::read(&self.root)?;
         let bound = published.as_ref().and_then(SyncedState::reader_bound);
         export_from_disk(&self.root, &mut b, bound, None)?;
-        let mut export = b.finish(None);
+        let seal = crate::export::dir_seal(&self.root, b.key_id())?;
+        let mut export = b.finish(None, seal);
         // Under `buffered` (or in a directory that never published a synced position)
         // the records past the synced position may be taken back by a machine crash.
         let synced = published.map_or(0, |s| s.synced_through);

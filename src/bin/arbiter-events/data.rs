@@ -74,6 +74,27 @@ pub(crate) struct ExportArgs {
     /// output (the default; refused on a terminal). --consumer needs a file.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// The file format: MessagePack, or JSON Lines (header, records, trailer, a line each).
+    #[arg(long, value_enum, default_value_t = Format::Msgpack)]
+    format: Format,
+}
+
+/// The export file formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Format {
+    /// A stream of MessagePack maps.
+    Msgpack,
+    /// JSON Lines.
+    Jsonl,
+}
+
+impl Format {
+    fn write<W: Write>(self, export: &Export, out: W) -> Result<(), arbiter_events::ExportError> {
+        match self {
+            Format::Msgpack => export.write_msgpack(out),
+            Format::Jsonl => export.write_jsonl(out),
+        }
+    }
 }
 
 fn parse_time(text: &str) -> Result<OffsetDateTime, String> {
@@ -119,7 +140,7 @@ pub(crate) fn export(args: ExportArgs) -> CliResult {
     let export = dir.export(&request);
     bar.finish_and_clear();
     let export = export?;
-    write_export(&export, &target)?;
+    write_export(&export, &target, args.format)?;
     let h = export.header();
     let gap = h.gap.map_or_else(String::new, |g| {
         format!(", gap {}..={} ({:?})", g.from_seq, g.to_seq, g.reason)
@@ -208,11 +229,11 @@ fn is_stream(_: &std::fs::FileType) -> bool {
 
 /// Writes the export where `target` says; a file atomically and durably: a temporary
 /// file, synced, renamed into place, the folder synced.
-fn write_export(export: &Export, target: &Target) -> CliResult {
+fn write_export(export: &Export, target: &Target, format: Format) -> CliResult {
     match target {
         Target::Stdout => {
             let mut out = BufWriter::new(Out::stdout());
-            export.write_msgpack(&mut out)?;
+            format.write(export, &mut out)?;
             Ok(out.flush()?)
         }
         Target::Stream(path) => {
@@ -222,15 +243,15 @@ fn write_export(export: &Export, target: &Target) -> CliResult {
                 .open(path)
                 .map_err(|e| fail(&e))?;
             let mut out = BufWriter::new(file);
-            export.write_msgpack(&mut out).map_err(|e| fail(&e))?;
+            format.write(export, &mut out).map_err(|e| fail(&e))?;
             out.flush().map_err(|e| fail(&e))?;
             Ok(())
         }
         Target::File(path) => {
             write_atomically(path, |file| {
                 let mut out = BufWriter::new(file);
-                export
-                    .write_msgpack(&mut out)
+                format
+                    .write(export, &mut out)
                     .map_err(|e| std::io::Error::other(e.to_string()))?;
                 out.into_inner().map_err(|e| e.into_error())
             })

@@ -40,7 +40,11 @@ pub(crate) fn num(value: Option<f64>) -> String {
         Some(v) if v.is_finite() => {
             let s = format!("{v:.3}");
             let s = s.trim_end_matches('0').trim_end_matches('.');
-            if s.is_empty() || s == "-" { "0".into() } else { s.to_string() }
+            if s.is_empty() || s == "-" {
+                "0".into()
+            } else {
+                s.to_string()
+            }
         }
         _ => "–".into(),
     }
@@ -94,7 +98,10 @@ fn line_chart(out: &mut String, title: &str, unit: &str, x_span: f64, lines: &[L
         );
         for p in &pts {
             let (x, y) = p.split_once(',').unwrap_or(("0", "0"));
-            let _ = write!(out, r#"<circle cx="{x}" cy="{y}" r="2.5" fill="{colour}"/>"#);
+            let _ = write!(
+                out,
+                r#"<circle cx="{x}" cy="{y}" r="2.5" fill="{colour}"/>"#
+            );
         }
         let _ = write!(
             out,
@@ -264,7 +271,12 @@ pub(crate) fn page(overall: &Report, agents: &Report, top: usize) -> String {
         points: all
             .trend
             .iter()
-            .filter_map(|p| Some((seconds_from(overall, p.start), pick(&p.figures.duration_ms?))))
+            .filter_map(|p| {
+                Some((
+                    seconds_from(overall, p.start),
+                    pick(&p.figures.duration_ms?),
+                ))
+            })
             .collect(),
     };
     line_chart(
@@ -305,14 +317,25 @@ pub(crate) fn page(overall: &Report, agents: &Report, top: usize) -> String {
         &success,
     );
     let bands = [
-        "<25%", "25–50%", "50–75%", "75–100%", "100–125%", "125–150%", "150–175%", "≥175%",
+        "<25%",
+        "25–50%",
+        "50–75%",
+        "75–100%",
+        "100–125%",
+        "125–150%",
+        "150–175%",
+        "≥175%",
     ];
     let hist: Vec<(String, f64)> = bands
         .iter()
         .zip(f.budget.utilization_bands)
         .map(|(l, n)| (l.to_string(), n as f64))
         .collect();
-    bar_chart(&mut out, "Thinking-budget utilization (uses per band)", &hist);
+    bar_chart(
+        &mut out,
+        "Thinking-budget utilization (uses per band)",
+        &hist,
+    );
     let rules: Vec<(String, f64)> = f
         .caws
         .top_rules

@@ -8,6 +8,8 @@
 //!   overall or per agent, kind or strategy, as a table, JSON or an HTML page.
 //! - `repair` sets damage aside as `on_damage = "truncate"` does; `consumer reset`
 //!   moves a consumer's committed cursor.
+//! - `verify-export FILE --mac-key-file F` checks an export's MAC; `key mac` prints the
+//!   data directory's MAC key.
 //!
 //! Every command that reads the data directory works while a collector writes it.
 
@@ -40,7 +42,7 @@ struct Cli {
 enum Command {
     /// Simulate an arbiter on several threads, recording into the data directory.
     Demo(demo::Args),
-    /// Export records from the data directory as MessagePack.
+    /// Export records from the data directory as MessagePack or JSON Lines.
     Export(data::ExportArgs),
     /// Print the data directory's counts and consumers as JSON.
     Stats(data::DirArg),
@@ -55,6 +57,11 @@ enum Command {
     Inspect(inspect::Args),
     /// Report on a window of the data directory: table, JSON or an HTML page.
     Report(report::Args),
+    /// Verify an export file's MAC with a MAC key: refuses any change, and files without one.
+    VerifyExport(inspect::VerifyArgs),
+    /// Print the data directory's keys for handing to consumers.
+    #[command(subcommand)]
+    Key(inspect::KeyCommand),
 }
 
 fn main() -> ExitCode {
@@ -69,6 +76,8 @@ fn main() -> ExitCode {
         Command::Consumer(command) => success(data::consumer(command)),
         Command::Inspect(args) => success(inspect::run(args)),
         Command::Report(args) => success(report::run(args)),
+        Command::VerifyExport(args) => success(inspect::verify(args)),
+        Command::Key(command) => success(inspect::key(command)),
     };
     match result {
         Ok(code) => code,

@@ -5,16 +5,16 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use arbiter_events::{
-    AnalyticsConfig, Figures, GroupReport, Grouping, Report, ReportRequest, Summary,
-    Trend, parse_duration,
+    AnalyticsConfig, Figures, GroupReport, Grouping, Report, ReportRequest, Summary, Trend,
+    parse_duration,
 };
 use clap::ValueEnum;
 use comfy_table::{Cell, CellAlignment, Table, presets::UTF8_FULL_CONDENSED};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::html::{self, num};
 use crate::data::DirArg;
+use crate::html::{self, num};
 use crate::{CliResult, Out};
 
 /// Agents charted on the HTML page.
@@ -181,7 +181,11 @@ fn row(g: &GroupReport) -> Vec<Cell> {
     .enumerate()
     .map(|(i, text)| {
         let cell = Cell::new(text);
-        if i == 0 { cell } else { cell.set_alignment(CellAlignment::Right) }
+        if i == 0 {
+            cell
+        } else {
+            cell.set_alignment(CellAlignment::Right)
+        }
     })
     .collect()
 }
@@ -191,8 +195,20 @@ fn table(report: &Report) -> String {
     let mut t = Table::new();
     t.load_style(UTF8_FULL_CONDENSED);
     t.set_header([
-        "group", "events", "tasks", "success", "errors", "abandoned", "p50 ms", "p95 ms",
-        "p99 ms", "max ms", "tokens", "budget over", "CAWS pass", "high+crit",
+        "group",
+        "events",
+        "tasks",
+        "success",
+        "errors",
+        "abandoned",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "max ms",
+        "tokens",
+        "budget over",
+        "CAWS pass",
+        "high+crit",
     ]);
     for g in &report.groups {
         t.add_row(row(g));
