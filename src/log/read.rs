@@ -315,25 +315,10 @@ impl DataDir {
     /// # Errors
     /// [`StorageError::Io`] or [`StorageError::BadCursor`].
     pub fn consumers(&self) -> Result<Vec<(String, Cursor)>, StorageError> {
-        let folder = self.root.join(dir::CONSUMERS);
-        let mut out = Vec::new();
-        let entries = match std::fs::read_dir(&folder) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-            Err(e) => return Err(StorageError::io("list", &folder)(e)),
-        };
-        for entry in entries {
-            let entry = entry.map_err(StorageError::io("list", &folder))?;
-            let name = entry.file_name();
-            let Some(name) = name.to_str().and_then(|n| n.strip_suffix(".json")) else {
-                continue;
-            };
-            if dir::check_consumer(name).is_ok() {
-                out.push((name.to_owned(), self.committed(name)?));
-            }
-        }
-        out.sort();
-        Ok(out)
+        self.consumer_cursors()?
+            .into_iter()
+            .map(|(name, cursor)| cursor.map(|c| (name, c)))
+            .collect()
     }
 
     /// Reads every frame of every segment and checks it; `progress` is called with the

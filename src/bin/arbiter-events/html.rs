@@ -70,12 +70,7 @@ fn line_chart(out: &mut String, title: &str, unit: &str, x_span: f64, lines: &[L
     let x_span = x_span.max(1.0);
     let plot_w = WIDTH - 2.0 * MARGIN;
     let plot_h = HEIGHT - 2.0 * MARGIN;
-    let _ = write!(
-        out,
-        r#"<figure><figcaption>{}</figcaption><svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" role="img"><title>{}</title>"#,
-        esc(title),
-        esc(title)
-    );
+    open_chart(out, title);
     axes(out, &format!("{} {}", num(Some(y_max)), unit), x_span);
     for (i, line) in lines.iter().enumerate() {
         let colour = COLOURS[i % COLOURS.len()];
@@ -114,17 +109,22 @@ fn line_chart(out: &mut String, title: &str, unit: &str, x_span: f64, lines: &[L
     out.push_str("</svg></figure>\n");
 }
 
-/// Bars: a label and a value each.
-fn bar_chart(out: &mut String, title: &str, bars: &[(String, f64)]) {
-    let max = bars.iter().map(|b| b.1).fold(0.0f64, f64::max).max(1.0);
-    let plot_w = WIDTH - 2.0 * MARGIN;
-    let plot_h = HEIGHT - 2.0 * MARGIN;
+/// Opens a chart: its caption and the SVG element, titled for screen readers.
+fn open_chart(out: &mut String, title: &str) {
     let _ = write!(
         out,
         r#"<figure><figcaption>{}</figcaption><svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" role="img"><title>{}</title>"#,
         esc(title),
         esc(title)
     );
+}
+
+/// Bars: a label and a value each.
+fn bar_chart(out: &mut String, title: &str, bars: &[(String, f64)]) {
+    let max = bars.iter().map(|b| b.1).fold(0.0f64, f64::max).max(1.0);
+    let plot_w = WIDTH - 2.0 * MARGIN;
+    let plot_h = HEIGHT - 2.0 * MARGIN;
+    open_chart(out, title);
     axes(out, &num(Some(max)), 0.0);
     let slot = plot_w / bars.len().max(1) as f64;
     for (i, (label, value)) in bars.iter().enumerate() {
