@@ -460,9 +460,13 @@ fn a_synced_last_frame_whose_length_runs_past_the_end_is_damage() -> TestResult 
 fn damaged_dir(dir: &Path, clock: &ManualClock) -> common::Result<(PathBuf, u64, u64)> {
     write_and_close(open(dir, clock, |_| {})?, 1..=10)?;
     let segment = last_segment(dir)?;
-    let third = frames(&segment)?.remove(2);
+    let held = frames(&segment)?;
+    let third = held[2].clone();
     assert_eq!(frame_seq(&segment, &third)?, 3);
-    flip(&segment, third.start + FRAME_HEADER + 4)?;
+    // Damage from the third frame to the end: no valid frame to resume at.
+    for f in &held[2..] {
+        flip(&segment, f.start + FRAME_HEADER + 4)?;
+    }
     Ok((segment.clone(), third.start, file_len(&segment)?))
 }
 
@@ -581,7 +585,11 @@ fn damage_in_an_early_segment_loses_only_its_tail() -> TestResult {
     let held = frames(first)?;
     let next_first = frame_seq(&files[1], &frames(&files[1])?[0])?;
     assert_eq!(next_first, held.len() as u64 + 1);
-    flip(first, held[4].start + FRAME_HEADER + 1)?;
+    // Damage from the fifth frame to the end of the segment: nothing to resume at
+    // before the next segment.
+    for f in &held[4..] {
+        flip(first, f.start + FRAME_HEADER + 1)?;
+    }
 
     let err = open(dir.path(), &clock, small).unwrap_err();
     assert!(
@@ -1011,8 +1019,12 @@ fn verify_tells_intact_from_damaged() -> TestResult {
     assert_eq!(report.kinds.iter().map(|(_, n)| n).sum::<u64>(), 80);
 
     let second = &files[1];
-    let bad = frames(second)?.remove(1);
-    flip(second, bad.start + FRAME_HEADER + 2)?;
+    let held = frames(second)?;
+    let bad = held[1].clone();
+    // Damage from its second frame to its end: the rest of the segment is not counted.
+    for f in &held[1..] {
+        flip(second, f.start + FRAME_HEADER + 2)?;
+    }
     let report = data.verify(|_| {})?;
     assert!(report.is_damaged());
     let damaged: Vec<_> = report

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::segment::{self, OpenSegmentError, Scan, Step};
 use super::state::{self, SyncedState};
-use super::{BadFrame, classify, dir};
+use super::{BadFrame, classify, dir, resync};
 use crate::error::{ExportError, StorageError};
 use crate::event::EventKind;
 use crate::export::{Builder, Cursor, Export, ExportRequest, GapReason};
@@ -175,8 +175,15 @@ pub struct SegmentReport {
     /// Bytes at the end of the last segment that are not (yet) a whole frame: a write in
     /// progress, or a torn tail the next writer will cut.
     pub incomplete_tail_bytes: u64,
-    /// Damage: where, and what is wrong.
+    /// Damage: where, and what is wrong (the first damaged span when there are more).
     pub damage: Option<(u64, String)>,
+    /// Where valid frames resume after the first damaged span: the offset and seq of
+    /// the next frame that is whole and continues the sequence, as recovery finds it
+    /// (`None` when the damage runs to the end of the segment). The records after it
+    /// are counted in `records`; recovery keeps them.
+    pub resumed: Option<(u64, u64)>,
+    /// Seqs lost to damaged spans inside this segment that valid frames follow.
+    pub lost_seqs: u64,
 }
 
 /// What [`DataDir::verify`] found.
@@ -384,6 +391,8 @@ impl DataDir {
                 key_id: None,
                 incomplete_tail_bytes: 0,
                 damage: None,
+                resumed: None,
+                lost_seqs: 0,
             };
             match Scan::open(path) {
                 Ok(mut scan) => {
@@ -395,7 +404,8 @@ impl DataDir {
                             "the header's first seq disagrees with the file name".into(),
                         ));
                     }
-                    while seg.damage.is_none() {
+                    let mut stopped = seg.damage.is_some();
+                    while !stopped {
                         match scan.next_frame().map_err(StorageError::io("read", path))? {
                             Step::Frame { meta, .. } => {
                                 seg.records += 1;
@@ -422,7 +432,22 @@ impl DataDir {
                                     seg.incomplete_tail_bytes = bytes.saturating_sub(offset);
                                     break;
                                 }
-                                seg.damage = Some((offset, error.describe()));
+                                let expected = scan.expected();
+                                let resumed = resync::find(path, offset, expected, bytes)
+                                    .map_err(StorageError::io("read", path))?
+                                    .filter(|r| r.seq != *named || seg.records > 0);
+                                if seg.damage.is_none() {
+                                    seg.damage = Some((offset, error.describe()));
+                                    seg.resumed = resumed.map(|r| (r.offset, r.seq));
+                                }
+                                match resumed {
+                                    Some(r) => {
+                                        seg.lost_seqs += r.seq - expected;
+                                        scan.resume_at(r.offset, r.seq)
+                                            .map_err(StorageError::io("read", path))?;
+                                    }
+                                    None => stopped = true,
+                                }
                             }
                         }
                     }
