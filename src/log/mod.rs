@@ -8,6 +8,7 @@ mod read;
 mod resync;
 pub(crate) mod segment;
 pub(crate) mod state;
+pub(crate) mod summary;
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -19,12 +20,14 @@ use serde::Serialize;
 
 use crate::config::{Durability, OnDamage, StorageConfig};
 use crate::error::StorageError;
+use crate::event::EventKind;
 use crate::export::GapReason;
 use crate::removal::RemovalLog;
 use crate::stats::Pruned;
 use crate::store::{Meta, Removal};
 use segment::{OpenSegmentError, Scan, ScanError, SegmentHeader, Step};
 use state::{StateFile, SyncedState};
+use summary::Summary;
 
 pub(crate) use read::export_from_disk;
 pub use read::{DataDir, SegmentReport, VerifyReport};
@@ -124,6 +127,10 @@ struct SegmentInfo {
     bytes: u64,
     first_time: Option<i64>,
     last_time: Option<i64>,
+    /// Where the last frame starts.
+    last_frame: u64,
+    /// Records per kind, in `EventKind::ALL` order.
+    kinds: [u64; EventKind::ALL.len()],
 }
 
 impl SegmentInfo {
@@ -135,11 +142,52 @@ impl SegmentInfo {
             bytes: segment::HEADER_LEN as u64,
             first_time: None,
             last_time: None,
+            last_frame: segment::HEADER_LEN as u64,
+            kinds: [0; EventKind::ALL.len()],
+        }
+    }
+
+    /// What a checked summary says of the segment at `path`.
+    fn from_summary(path: PathBuf, s: &Summary) -> SegmentInfo {
+        SegmentInfo {
+            path,
+            first_seq: s.first_seq,
+            next_seq: s.next_seq,
+            bytes: s.bytes,
+            first_time: Some(s.first_time),
+            last_time: Some(s.last_time),
+            last_frame: s.last_frame,
+            kinds: s.kinds,
+        }
+    }
+
+    /// The summary of this segment once closed (`None` when it holds no record).
+    fn summary(&self, key_id: Option<[u8; 8]>) -> Option<Summary> {
+        Some(Summary {
+            first_seq: self.first_seq,
+            next_seq: self.next_seq,
+            first_time: self.first_time?,
+            last_time: self.last_time?,
+            bytes: self.bytes,
+            last_frame: self.last_frame,
+            key_id,
+            kinds: self.kinds,
+        })
+        .filter(|_| self.records() > 0)
+    }
+
+    /// Writes its summary, when it has records. A summary is a cache: a failure only
+    /// means the next open reads the segment in full.
+    fn write_summary(&self, key_id: Option<[u8; 8]>) {
+        if let Some(s) = self.summary(key_id) {
+            let _ = summary::write(&self.path, &s);
         }
     }
 
     fn add(&mut self, meta: &Meta, frame_len: u64) {
         self.next_seq = meta.seq + 1;
+        self.last_frame = self.bytes;
+        self.kinds[meta.kind.index()] += 1;
         self.bytes += frame_len;
         self.first_time.get_or_insert(meta.time);
         self.last_time = Some(meta.time);
@@ -204,10 +252,15 @@ pub(crate) fn key_id_bytes(key_id: Option<&str>) -> Option<[u8; 8]> {
 impl LogWriter {
     /// Locks and recovers the directory, handing every valid record to `load` in seq
     /// order, and opens a fresh segment for appending.
+    ///
+    /// Only the newest `keep` records (at least) are handed to `load`: a closed segment
+    /// older than those, whose summary checks out, is not read (the memory window could
+    /// not hold its records anyway).
     pub(crate) fn open(
         root: &Path,
         lock: dir::DirLock,
         config: &StorageConfig,
+        keep: u64,
         key_id: Option<[u8; 8]>,
         load: impl FnMut(Meta, &[u8]),
     ) -> Result<LogWriter, StorageError> {
@@ -220,6 +273,7 @@ impl LogWriter {
             key_id,
             published.as_ref(),
             &mut removed,
+            keep,
             load,
         )?;
         let mut closed = recovered.segments;
@@ -345,6 +399,7 @@ impl LogWriter {
         };
         let done = std::mem::replace(&mut self.active, placeholder);
         if done.records() > 0 {
+            done.write_summary(self.key_id);
             self.closed.push_back(done);
         } else {
             // Nothing in it: remove it rather than keep an empty file.
@@ -525,6 +580,9 @@ impl LogWriter {
         }
         if !self.is_closed() {
             self.publish(true);
+            if self.file.is_some() {
+                self.active.write_summary(self.key_id);
+            }
         }
         self.file = None;
         self.lock = None;
@@ -612,6 +670,7 @@ impl LogWriter {
                 self.closed.push_front(s);
                 break;
             }
+            summary::remove(&s.path);
             self.disk_bytes = self.disk_bytes.saturating_sub(s.bytes);
             self.pruned_segments += 1;
             for _ in 0..s.records() {
@@ -653,6 +712,26 @@ impl LogWriter {
     }
 }
 
+/// The first seq of the oldest segment whose records the memory window may need: walking
+/// back from the newest, until the summaries counted hold `keep` records (segments
+/// without a readable summary, and the last one, count as none, so more is loaded, never
+/// less).
+fn skip_below(listed: &[(u64, PathBuf)], keep: u64) -> u64 {
+    let Some(((newest, _), older)) = listed.split_last() else {
+        return 0;
+    };
+    let mut need = keep;
+    let mut below = *newest;
+    for (first, path) in older.iter().rev() {
+        if need == 0 {
+            break;
+        }
+        below = *first;
+        need = need.saturating_sub(summary::records(path));
+    }
+    below
+}
+
 struct Recovered {
     segments: VecDeque<SegmentInfo>,
     next_seq: u64,
@@ -680,6 +759,7 @@ fn recover(
     key_id: Option<[u8; 8]>,
     published: Option<&SyncedState>,
     removed: &mut RemovalLog,
+    keep: u64,
     mut load: impl FnMut(Meta, &[u8]),
 ) -> Result<Recovered, StorageError> {
     let segments_dir = &root.join(dir::SEGMENTS);
@@ -691,6 +771,7 @@ fn recover(
     };
     // Seqs lost to damage in the previous segment, up to the next segment's first.
     let mut lost_from: Option<u64> = None;
+    let skip_below = skip_below(&listed, keep);
     let mut queue: VecDeque<(u64, PathBuf)> = listed.iter().cloned().collect();
     while let Some((named_seq, path)) = queue.pop_front() {
         let (named_seq, path) = (&named_seq, &path);
@@ -787,6 +868,19 @@ fn recover(
                 resumed_seq: None,
                 resumed_in: None,
             });
+        }
+        // A closed segment older than the memory window, with a summary that checks
+        // out: O(1) instead of a read of every frame (`verify` still reads them).
+        if !last
+            && first < skip_below
+            && let Some(s) = summary::checked(path, scan.header(), file_len)
+                .map_err(StorageError::io("read", path))?
+        {
+            out.report.records += s.records();
+            out.next_seq = s.next_seq;
+            out.segments
+                .push_back(SegmentInfo::from_summary(path.clone(), &s));
+            continue;
         }
         let segment_key = scan.header().key_id;
         let loads = segment_key == key_id;
@@ -907,6 +1001,9 @@ fn recover(
             cut(path, at)?;
         }
         for (p, _) in pieces {
+            // Every recovered segment is closed (the writer starts a new one): its
+            // summary is written, or rebuilt when it was missing or wrong.
+            p.write_summary(segment_key);
             out.report.records += p.records();
             out.next_seq = p.next_seq.max(reserved_next);
             out.segments.push_back(p);
