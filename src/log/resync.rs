@@ -13,6 +13,11 @@ use std::path::Path;
 
 use super::frame;
 
+/// The most bytes after a bad frame searched (the default segment size): memory stays
+/// bounded whatever the segment size, and damage running further is set aside to the
+/// end of the segment, as if no frame resumed.
+const SEARCH_LIMIT: u64 = 64 << 20;
+
 /// Where valid frames resume after a damaged span.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Resumed {
@@ -25,7 +30,7 @@ pub(crate) struct Resumed {
 
 /// Searches the bytes of `path` after the bad frame at `offset` (which should have had
 /// seq `expected`) for the next valid frame continuing the sequence; `None` when no such
-/// frame starts before `file_len`.
+/// frame starts before `file_len` (nor in the first [`SEARCH_LIMIT`] bytes).
 pub(crate) fn find(
     path: &Path,
     offset: u64,
@@ -35,7 +40,7 @@ pub(crate) fn find(
     let mut f = File::open(path)?;
     f.seek(SeekFrom::Start(offset))?;
     let mut bytes = Vec::new();
-    f.take(file_len.saturating_sub(offset))
+    f.take(file_len.saturating_sub(offset).min(SEARCH_LIMIT))
         .read_to_end(&mut bytes)?;
     Ok(find_in(&bytes, expected).map(|(at, seq)| Resumed {
         offset: offset + at as u64,
