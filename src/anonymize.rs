@@ -143,6 +143,13 @@ impl AnonymizationKey {
         hex::encode(&id[..8])
     }
 
+    /// The key that signs this collector's exports, derived under its own context: it
+    /// verifies exports ([`read_export_verified`](crate::read_export_verified)) but
+    /// cannot compute pseudonyms.
+    pub fn mac_key(&self) -> crate::MacKey {
+        crate::MacKey::from_bytes(blake3::derive_key(crate::export::MAC_KEY_CONTEXT, &self.0))
+    }
+
     /// The pseudonym of `id` as an identifier of `kind` under this key.
     pub fn pseudonym(&self, kind: IdKind, id: &str) -> String {
         render(kind, &self.subkey(kind), id)
@@ -258,6 +265,7 @@ pub(crate) fn resolve_key(
     explicit: Option<AnonymizationKey>,
     config: &AnonymizationConfig,
     data_dir: Option<&Path>,
+    rotation: crate::KeyRotation,
 ) -> Result<(AnonymizationKey, KeyOrigin), crate::BuildError> {
     if let Some(key) = explicit {
         return Ok((key, KeyOrigin::Explicit));
@@ -275,7 +283,7 @@ pub(crate) fn resolve_key(
         return Ok((key, KeyOrigin::Environment));
     }
     if let Some(dir) = data_dir {
-        return Ok((crate::log::dir::key(dir)?, KeyOrigin::DataDir));
+        return Ok((crate::log::dir::key(dir, rotation)?, KeyOrigin::DataDir));
     }
     Ok((AnonymizationKey::generate()?, KeyOrigin::Ephemeral))
 }

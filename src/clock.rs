@@ -9,8 +9,10 @@ use time::OffsetDateTime;
 
 /// A source of wall-clock time (record `time`) and monotonic time (execution durations).
 ///
-/// The ingest worker makes record times non-decreasing in `seq` order whatever the clock
-/// does, so a clock that steps backwards never reorders the store.
+/// `record()` reads the wall clock to stamp each event; the ingest worker makes record
+/// times non-decreasing in `seq` order whatever the clock does, so a clock that steps
+/// backwards never reorders the store. Both methods are called on producer threads and
+/// on the collector's own threads.
 pub trait Clock: Send + Sync + fmt::Debug + 'static {
     /// Wall-clock time as nanoseconds since the Unix epoch, UTC.
     fn now_unix_nanos(&self) -> i64;
@@ -56,6 +58,9 @@ impl Clock for SystemClock {
 /// A clock moved only by hand, for tests and reproducible exports.
 ///
 /// Clones share one time. Both the wall clock and the monotonic clock advance together.
+/// Records take their `time` when [`record`](crate::Collector::record) is called, so
+/// an `advance` after a `record` never changes that record's time, with or without a
+/// `flush` in between.
 ///
 /// ```
 /// use std::time::Duration;

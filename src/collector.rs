@@ -10,17 +10,20 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{RecvTimeoutError, SendTimeoutError, Sender, TrySendError};
 use crossbeam_utils::CachePadded;
+use time::OffsetDateTime;
 
-use crate::anonymize::{AnonymizationKey, Anonymizer, KeyError, KeyOrigin, resolve_key};
-use crate::clock::{Clock, SystemClock, datetime};
+use crate::KeyRotation;
+use crate::anonymize::{AnonymizationKey, Anonymizer, IdKind, KeyError, KeyOrigin, resolve_key};
+use crate::clock::{Clock, SystemClock, datetime, unix_nanos};
 use crate::config::{AnonymizationMode, Config, Durability, Overflow};
 use crate::error::{
     BuildError, ConfigError, ExportError, FlushError, RecordError, ShutdownError, TryRecordError,
 };
 use crate::event::validate::Limits;
 use crate::event::{Attributes, Event, TaskStarted};
+use crate::event::{Rule, ValidationError};
 use crate::execution::TaskExecution;
-use crate::export::{self, Export, ExportContext, ExportRequest};
+use crate::export::{self, Export, ExportContext, ExportRequest, Seal};
 use crate::log::{LogWriter, StorageStats, dir as data_dir};
 use crate::stats::{Dropped, State, Stats, StoreView};
 use crate::store::{Bounds, Store};
@@ -33,16 +36,34 @@ pub const DROP_FLUSH_TIMEOUT: Duration = Duration::from_millis(250);
 /// under a blocking overflow policy (under `DropNewest` it never waits).
 pub const ABANDON_MAX_WAIT: Duration = Duration::from_millis(10);
 
-/// Producer-side counters. `submitted` is bumped by every call, so it gets its own line.
+/// The two counters every call bumps, on one line of their own.
+#[derive(Debug, Default)]
+pub(crate) struct Hot {
+    /// Every event passed to `record`, `try_record` or an execution (never derived).
+    pub(crate) submitted: AtomicU64,
+    /// Events submitted and not yet resolved (stored, dropped or rejected): raised
+    /// before anything else a call does, lowered after the event's resolution is
+    /// counted, so it is a true figure at every instant.
+    pub(crate) in_flight: AtomicU64,
+}
+
+/// Producer-side counters, and the worker's `stored` mirror.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
-    pub(crate) submitted: CachePadded<AtomicU64>,
+    pub(crate) hot: CachePadded<Hot>,
     pub(crate) rejected: AtomicU64,
     pub(crate) queue_full: AtomicU64,
     pub(crate) paused: AtomicU64,
     pub(crate) disabled: AtomicU64,
     pub(crate) shutdown: AtomicU64,
 }
+
+/// How many times a snapshot re-reads the counters, spinning, to find them balanced.
+const SNAPSHOT_SPINS: usize = 64;
+/// How long a snapshot goes on re-reading (yielding, then sleeping, so that a producer
+/// descheduled between two of its counts can run) before it returns an unbalanced
+/// reading. Reached only when a producer stays descheduled that long.
+const SNAPSHOT_PATIENCE: Duration = Duration::from_millis(100);
 
 impl Counters {
     fn dropped(&self) -> Dropped {
@@ -54,17 +75,55 @@ impl Counters {
         }
     }
 
-    /// The drop and reject counts, and the events submitted and not yet resolved given
-    /// `stored`. Resolved counts are read before `submitted`, so nothing underflows.
-    fn in_flight(&self, stored: u64) -> (Dropped, u64, u64) {
-        let dropped = self.dropped();
-        let rejected = self.rejected.load(SeqCst);
-        let resolved = stored + dropped.total() + rejected;
-        (
-            dropped,
-            rejected,
-            self.submitted.load(SeqCst).saturating_sub(resolved),
-        )
+    /// Marks one event as submitted and in flight.
+    pub(crate) fn enter(&self) {
+        self.hot.submitted.fetch_add(1, SeqCst);
+        self.hot.in_flight.fetch_add(1, SeqCst);
+    }
+
+    /// Marks `n` events as resolved; their reason was counted before.
+    pub(crate) fn leave(&self, n: u64) {
+        self.hot.in_flight.fetch_sub(n, SeqCst);
+    }
+
+    /// Events submitted and not yet resolved, now.
+    pub(crate) fn unresolved(&self) -> u64 {
+        self.hot.in_flight.load(SeqCst)
+    }
+
+    /// The submitted, drop, reject and in-flight counts, each read directly, with
+    /// `stored` fixed (the caller holds the store's lock). Every counter is read
+    /// independently, so a moment when one event is counted twice or not at all (a
+    /// producer between two increments) shows as an imbalance; the counters are read
+    /// again until they balance: [`SNAPSHOT_SPINS`] times, then yielding, for at most
+    /// [`SNAPSHOT_PATIENCE`]. A lost event never balances; the last reading is returned
+    /// as it is.
+    fn snapshot(&self, stored: u64) -> (u64, Dropped, u64, u64) {
+        let mut reading = (0, Dropped::default(), 0, 0);
+        let mut since = None;
+        for tries in 0.. {
+            let submitted = self.hot.submitted.load(SeqCst);
+            let in_flight = self.hot.in_flight.load(SeqCst);
+            let dropped = self.dropped();
+            let rejected = self.rejected.load(SeqCst);
+            reading = (submitted, dropped, rejected, in_flight);
+            if submitted == stored + dropped.total() + rejected + in_flight {
+                break;
+            }
+            if tries < SNAPSHOT_SPINS {
+                std::hint::spin_loop();
+                continue;
+            }
+            let waited = since.get_or_insert_with(Instant::now).elapsed();
+            if waited >= SNAPSHOT_PATIENCE {
+                break;
+            } else if waited < Duration::from_millis(1) {
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(Duration::from_micros(100));
+            }
+        }
+        reading
     }
 
     fn count(&self, error: &RecordError) {
@@ -76,6 +135,7 @@ impl Counters {
             RecordError::ShutDown => &self.shutdown,
         };
         counter.fetch_add(1, SeqCst);
+        self.leave(1);
     }
 }
 
@@ -86,6 +146,8 @@ pub(crate) struct Live {
     overflow: AtomicU8,
     block_for_nanos: AtomicU64,
     limits: [AtomicUsize; 5],
+    /// `limits.max_occurred_past_secs` and `limits.max_occurred_future_secs`.
+    skew_secs: [AtomicU64; 2],
     batch_size: AtomicUsize,
     tick_ms: AtomicU64,
 }
@@ -111,6 +173,8 @@ impl Live {
         for (slot, value) in self.limits.iter().zip(values) {
             slot.store(value, Relaxed);
         }
+        self.skew_secs[0].store(config.limits.max_occurred_past_secs, Relaxed);
+        self.skew_secs[1].store(config.limits.max_occurred_future_secs, Relaxed);
         self.batch_size.store(config.worker.batch_size, Relaxed);
         self.tick_ms.store(config.worker.tick_ms, Relaxed);
         self.enabled.store(config.enabled, SeqCst);
@@ -133,6 +197,26 @@ impl Live {
             max_attribute_depth: depth.load(Relaxed),
             max_attribute_entries: entries.load(Relaxed),
         }
+    }
+
+    /// Checks a caller's `occurred_at` against the skew window around `now`.
+    fn check_occurred(&self, event: &Event, occurred_at: i64, now: i64) -> Result<(), RecordError> {
+        let [past, future] = &self.skew_secs;
+        let max_past = Duration::from_secs(past.load(Relaxed));
+        let max_future = Duration::from_secs(future.load(Relaxed));
+        let skew = i128::from(occurred_at) - i128::from(now);
+        let limit = if skew < 0 { max_past } else { max_future };
+        if skew.unsigned_abs() > limit.as_nanos() {
+            return Err(RecordError::Invalid(ValidationError::occurred_at(
+                event.kind(),
+                Rule::OutsideSkewWindow {
+                    skew_nanos: skew,
+                    max_past,
+                    max_future,
+                },
+            )));
+        }
+        Ok(())
     }
 
     pub(crate) fn batch_size(&self) -> usize {
@@ -166,6 +250,8 @@ pub(crate) struct Shared {
     mode: AnonymizationMode,
     key_id: Option<String>,
     key_origin: Option<KeyOrigin>,
+    /// The source id and the MAC key exports carry.
+    seal: Seal,
     queue_capacity: usize,
 }
 
@@ -225,11 +311,9 @@ impl Shared {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Events submitted and neither stored nor counted yet. Resolved counts are read
-    /// before `submitted`, so this never underflows.
+    /// Events submitted and neither stored nor counted yet.
     pub(crate) fn unresolved(&self) -> u64 {
-        let stored = self.lock_store().stored();
-        self.counters.in_flight(stored).2
+        self.counters.unresolved()
     }
 
     fn admit(&self) -> Result<(), RecordError> {
@@ -273,9 +357,9 @@ impl Shared {
         let (retained, retained_bytes, pruned) = (store.len(), store.bytes(), store.pruned());
         let first_retained_seq = (retained > 0).then(|| store.first_seq());
         let last_time = store.last_time();
+        // Read under the store's lock: the worker stores and lowers `in_flight` under it.
+        let (submitted, dropped, rejected, in_flight) = self.counters.snapshot(stored);
         drop(store);
-        let (dropped, rejected, in_flight) = self.counters.in_flight(stored);
-        let submitted = stored + dropped.total() + rejected + in_flight;
         Stats {
             submitted,
             stored,
@@ -309,6 +393,8 @@ pub struct CollectorBuilder {
     config: Config,
     clock: Option<Arc<dyn Clock>>,
     key: Option<AnonymizationKey>,
+    key_rotation: KeyRotation,
+    execution_seed: Option<u64>,
 }
 
 impl CollectorBuilder {
@@ -327,6 +413,37 @@ impl CollectorBuilder {
     /// Pseudonymizes with `key`, ahead of any key the config or environment names.
     pub fn key(mut self, key: AnonymizationKey) -> CollectorBuilder {
         self.key = Some(key);
+        self
+    }
+
+    /// What to do when the data directory's own key file is missing or holds another key
+    /// than its newest segments were made under (default: [`KeyRotation::Refuse`]).
+    /// Only the directory's key file is checked: a key given here, in the config or in
+    /// the environment is used as given.
+    pub fn key_rotation(mut self, rotation: KeyRotation) -> CollectorBuilder {
+        self.key_rotation = rotation;
+        self
+    }
+
+    /// Fixes the source of execution ids: [`Collector::start_task`] then names the
+    /// executions `{seed as 16 hex digits}-{counter in hex}` (`0000000000000007-0`,
+    /// `…-1`, …) instead of behind a random per-collector prefix. Two collectors built
+    /// alike (same key, seed and a [`ManualClock`](crate::ManualClock)) and fed alike
+    /// then give byte-identical exports, executions included.
+    ///
+    /// Ids are unique within one collector; collectors that share a seed share ids, so
+    /// give each live collector writing to one place its own seed.
+    ///
+    /// ```
+    /// use arbiter_events::{Attributes, Collector};
+    /// let collector = Collector::builder().execution_seed(7).build()?;
+    /// let run = collector.start_task("task-1", "agent-a", Attributes::new())?;
+    /// assert_eq!(run.execution_id(), "0000000000000007-0");
+    /// run.abandon()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn execution_seed(mut self, seed: u64) -> CollectorBuilder {
+        self.execution_seed = Some(seed);
         self
     }
 
@@ -354,16 +471,43 @@ impl CollectorBuilder {
             None => None,
         };
         let a = &config.anonymization;
-        let (anonymizer, key_id, key_origin) = match a.mode {
+        let (anonymizer, key_id, key_origin, key, mac_key) = match a.mode {
             AnonymizationMode::Pseudonymize => {
-                let (key, origin) = resolve_key(self.key, a, dir.as_deref())?;
-                (Anonymizer::new(&key, a), Some(key.key_id()), Some(origin))
+                let (key, origin) = resolve_key(self.key, a, dir.as_deref(), self.key_rotation)?;
+                // With a data directory, exports are signed with its own key (the
+                // `key` file) or not at all, so that a reader of the directory in another
+                // process, which has only that file, writes the same bytes.
+                let mac_key = (dir.is_none() || origin == KeyOrigin::DataDir)
+                    .then(|| (key.key_id(), key.mac_key()));
+                let id = key.key_id();
+                (
+                    Anonymizer::new(&key, a),
+                    Some(id),
+                    Some(origin),
+                    Some(key),
+                    mac_key,
+                )
             }
             AnonymizationMode::Off => (
                 Anonymizer::new(&AnonymizationKey::from_bytes([0; 32]), a),
                 None,
                 None,
+                None,
+                None,
             ),
+        };
+        let source = match &dir {
+            Some(dir) => data_dir::source(dir, config.source.as_deref(), true)?,
+            None => config.source.clone(),
+        };
+        // Without a data directory or a configured id, the key names the stream.
+        let source = source.unwrap_or_else(|| match &key_id {
+            Some(id) => format!("mem-{id}"),
+            None => "mem".to_owned(),
+        });
+        let seal = Seal {
+            source: Some(source),
+            mac_key,
         };
         let mut store = Store::new(bounds(&config));
         let log = match (&dir, lock) {
@@ -384,10 +528,16 @@ impl CollectorBuilder {
             }
             _ => None,
         };
-        let mut prefix = [0u8; 8];
-        getrandom::fill(&mut prefix).map_err(|e| KeyError::Random {
-            reason: e.to_string(),
-        })?;
+        let prefix = match self.execution_seed {
+            Some(seed) => seed.to_be_bytes(),
+            None => {
+                let mut prefix = [0u8; 8];
+                getrandom::fill(&mut prefix).map_err(|e| KeyError::Random {
+                    reason: e.to_string(),
+                })?;
+                prefix
+            }
+        };
         let live = Live::default();
         live.set(&config);
         let shared = Arc::new(Shared {
@@ -408,6 +558,7 @@ impl CollectorBuilder {
             mode: a.mode,
             key_id,
             key_origin,
+            seal,
             queue_capacity: config.queue.capacity,
             config: Mutex::new(config),
         });
@@ -420,6 +571,7 @@ impl CollectorBuilder {
             worker: Mutex::new(Some(worker)),
             execution_prefix: hex::encode(prefix),
             executions: AtomicU64::new(0),
+            key,
         };
         Ok(Collector {
             inner: Arc::new(handle),
@@ -433,6 +585,8 @@ struct Handle {
     worker: Mutex<Option<JoinHandle<()>>>,
     execution_prefix: String,
     executions: AtomicU64,
+    /// The pseudonymization key, when pseudonymizing (for [`Collector::pseudonym`]).
+    key: Option<AnonymizationKey>,
 }
 
 impl Drop for Handle {
@@ -587,7 +741,43 @@ impl Collector {
     /// # Errors
     /// [`RecordError`] says why the event was not accepted; every case is counted.
     pub fn record(&self, event: Event) -> Result<(), RecordError> {
-        self.submit(event, self.shared().live.overflow())
+        self.submit(event, None, self.shared().live.overflow())
+            .map_err(|(_, e)| e)
+    }
+
+    /// Like [`record`](Self::record), saying when the thing happened: the record keeps
+    /// `occurred_at` beside its ingest `time` (as an `occurred_at` field, Unix
+    /// nanoseconds, present only when given; see [`Record::occurred_at`](crate::Record)).
+    /// Retention, cursors and the `since`/`until` filters go by the ingest time.
+    ///
+    /// `occurred_at` must lie within the skew window around the ingest time:
+    /// at most `limits.max_occurred_past_secs` before it and
+    /// `limits.max_occurred_future_secs` after it.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use arbiter_events::{Collector, Cursor, Event, ExportRequest, ThinkingBudgetUsed, read_export};
+    /// use time::OffsetDateTime;
+    /// let collector = Collector::builder().build()?;
+    /// let happened = OffsetDateTime::now_utc() - Duration::from_secs(30);
+    /// collector.record_at(Event::from(ThinkingBudgetUsed {
+    ///     task_id: "task-1".into(),
+    ///     tokens_used: 1,
+    ///     tokens_allocated: 2,
+    /// }), happened)?;
+    /// collector.flush(Duration::from_secs(5))?;
+    /// let file = read_export(collector.export(&ExportRequest::after(Cursor::START))?.to_msgpack().as_slice())?;
+    /// assert_eq!(file.records[0].occurred_at, Some(happened));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`record`](Self::record); an `occurred_at` outside the window is
+    /// [`RecordError::Invalid`] with field `occurred_at` and rule
+    /// [`Rule::OutsideSkewWindow`](crate::Rule::OutsideSkewWindow), counted as rejected.
+    pub fn record_at(&self, event: Event, occurred_at: OffsetDateTime) -> Result<(), RecordError> {
+        let at = unix_nanos(occurred_at);
+        self.submit(event, Some(at), self.shared().live.overflow())
             .map_err(|(_, e)| e)
     }
 
@@ -597,7 +787,7 @@ impl Collector {
     /// # Errors
     /// [`TryRecordError`] with the event and the reason; the failure is counted.
     pub fn try_record(&self, event: Event) -> Result<(), TryRecordError> {
-        self.submit(event, Overflow::DropNewest)
+        self.submit(event, None, Overflow::DropNewest)
             .map_err(|(event, error)| TryRecordError {
                 event: Box::new(event),
                 error,
@@ -612,22 +802,33 @@ impl Collector {
             Overflow::Block => Overflow::BlockFor(ABANDON_MAX_WAIT),
             Overflow::BlockFor(d) => Overflow::BlockFor(d.min(ABANDON_MAX_WAIT)),
         };
-        self.submit(event, overflow).map_err(|(_, e)| e)
+        self.submit(event, None, overflow).map_err(|(_, e)| e)
     }
 
     #[allow(clippy::result_large_err)] // the event is handed back, as crossbeam's `TrySendError`
-    fn submit(&self, event: Event, overflow: Overflow) -> Result<(), (Event, RecordError)> {
+    fn submit(
+        &self,
+        event: Event,
+        occurred_at: Option<i64>,
+        overflow: Overflow,
+    ) -> Result<(), (Event, RecordError)> {
         let shared = self.shared();
         // Counted before `closed` is read: see `Worker::close`.
-        shared.counters.submitted.fetch_add(1, SeqCst);
+        shared.counters.enter();
         let checked = shared.admit().and_then(|()| {
             event
                 .validate(&shared.live.limits())
                 .map_err(RecordError::from)
         });
+        // The ingest time: stamped here, so it is when `record()` took the event.
+        let time = shared.clock.now_unix_nanos();
+        let checked = match (checked, occurred_at) {
+            (Ok(()), Some(at)) => shared.live.check_occurred(&event, at, time),
+            (checked, _) => checked,
+        };
         let result = match checked {
             Err(error) => Err((event, error)),
-            Ok(()) => self.send(event, overflow),
+            Ok(()) => self.send(event, time, occurred_at, overflow),
         };
         if let Err((_, error)) = &result {
             shared.counters.count(error);
@@ -636,26 +837,37 @@ impl Collector {
     }
 
     #[allow(clippy::result_large_err)]
-    fn send(&self, event: Event, overflow: Overflow) -> Result<(), (Event, RecordError)> {
+    fn send(
+        &self,
+        event: Event,
+        time: i64,
+        occurred_at: Option<i64>,
+        overflow: Overflow,
+    ) -> Result<(), (Event, RecordError)> {
         let tx = &self.inner.tx;
+        let msg = Msg::Event {
+            event,
+            time,
+            occurred_at,
+        };
         let failed = match overflow {
-            Overflow::DropNewest => match tx.try_send(Msg::Event(event)) {
+            Overflow::DropNewest => match tx.try_send(msg) {
                 Ok(()) => return Ok(()),
                 Err(TrySendError::Full(m)) => (m, RecordError::QueueFull),
                 Err(TrySendError::Disconnected(m)) => (m, RecordError::ShutDown),
             },
-            Overflow::Block => match tx.send(Msg::Event(event)) {
+            Overflow::Block => match tx.send(msg) {
                 Ok(()) => return Ok(()),
                 Err(e) => (e.into_inner(), RecordError::ShutDown),
             },
-            Overflow::BlockFor(wait) => match tx.send_timeout(Msg::Event(event), wait) {
+            Overflow::BlockFor(wait) => match tx.send_timeout(msg, wait) {
                 Ok(()) => return Ok(()),
                 Err(SendTimeoutError::Timeout(m)) => (m, RecordError::Timeout(wait)),
                 Err(SendTimeoutError::Disconnected(m)) => (m, RecordError::ShutDown),
             },
         };
         match failed {
-            (Msg::Event(event), error) => Err((event, error)),
+            (Msg::Event { event, .. }, error) => Err((event, error)),
             _ => unreachable!("only events are sent on this path"),
         }
     }
@@ -665,7 +877,7 @@ impl Collector {
     /// monotonic clock; dropping it unfinished records `TaskAbandoned`.
     ///
     /// Execution ids are unique per collector and across collectors (a random prefix and
-    /// a counter).
+    /// a counter), unless [`CollectorBuilder::execution_seed`] fixed the prefix.
     ///
     /// ```
     /// use arbiter_events::{Attributes, Collector, Config, OutcomeStatus, TaskOutcome};
@@ -713,8 +925,9 @@ impl Collector {
         let result = event.validate(&self.shared().live.limits());
         if result.is_err() {
             let counters = &self.shared().counters;
-            counters.submitted.fetch_add(1, SeqCst);
+            counters.enter();
             counters.rejected.fetch_add(1, SeqCst);
+            counters.leave(1);
         }
         result
     }
@@ -760,6 +973,11 @@ impl Collector {
         }
     }
 
+    /// The source id every export of this collector carries (see [`Config::source`]).
+    pub fn source(&self) -> &str {
+        self.shared().seal.source.as_deref().unwrap_or_default()
+    }
+
     /// A snapshot of every counter. O(1): the tallies are kept incrementally.
     pub fn stats(&self) -> Stats {
         self.shared().stats(self.inner.tx.len())
@@ -780,8 +998,38 @@ impl Collector {
             anonymization: shared.mode,
             key_id: shared.key_id.clone(),
             data_dir: shared.data_dir.as_deref(),
+            seal: shared.seal.clone(),
         };
         export::export(ctx, request)
+    }
+
+    /// The form `id`, an identifier of `kind`, takes in this collector's records: its
+    /// keyed pseudonym, or `id` itself when anonymization is off. Use it to find your
+    /// own agent, task or execution in an export or a report. Costs one keyed BLAKE3
+    /// hash; never blocks.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use arbiter_events::{
+    ///     Collector, Cursor, Event, ExportRequest, IdKind, ThinkingBudgetUsed, read_export,
+    /// };
+    /// let collector = Collector::builder().build()?;
+    /// collector.record(Event::from(ThinkingBudgetUsed {
+    ///     task_id: "task-1".into(),
+    ///     tokens_used: 1,
+    ///     tokens_allocated: 2,
+    /// }))?;
+    /// collector.flush(Duration::from_secs(5))?;
+    /// let file = read_export(collector.export(&ExportRequest::after(Cursor::START))?.to_msgpack().as_slice())?;
+    /// let mine = collector.pseudonym(IdKind::Task, "task-1");
+    /// assert_eq!(file.records[0].event.task_id(), Some(mine.as_str()));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn pseudonym(&self, kind: IdKind, id: &str) -> String {
+        match &self.inner.key {
+            Some(key) => key.pseudonym(kind, id),
+            None => id.to_owned(),
+        }
     }
 
     /// Stops accepting events; they are counted under `dropped.paused` until [`resume`](Self::resume).

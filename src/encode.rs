@@ -17,20 +17,26 @@ use crate::event::{
 
 type Written = io::Result<()>;
 
-/// Appends the record `seq` at `time` holding `event` to `out`.
+/// Appends the record `seq` at `time` holding `event` to `out`; `occurred_at` (when the
+/// caller gave one) follows `time`, and is absent otherwise.
 pub(crate) fn encode_record(
     seq: u64,
     time: i64,
+    occurred_at: Option<i64>,
     event: &Event,
     anonymizer: &mut Anonymizer,
     out: &mut Vec<u8>,
 ) -> Written {
     let mut e = Encoder { out, anonymizer };
-    e.map(3 + fields(event))?;
+    e.map(3 + u32::from(occurred_at.is_some()) + fields(event))?;
     e.key("seq")?;
     mp::write_uint(e.out, seq)?;
     e.key("time")?;
     mp::write_sint(e.out, time)?;
+    if let Some(at) = occurred_at {
+        e.key("occurred_at")?;
+        mp::write_sint(e.out, at)?;
+    }
     e.key("type")?;
     e.str(event.kind().as_str())?;
     e.fields(event)
@@ -404,7 +410,7 @@ mod tests {
     use crate::config::{AnonymizationConfig, AnonymizationMode};
 
     /// The same record through serde and rmp-serde's struct maps.
-    fn serde_record(seq: u64, time: i64, event: &Event) -> Vec<u8> {
+    fn serde_record(seq: u64, time: i64, occurred_at: Option<i64>, event: &Event) -> Vec<u8> {
         let mut body = Vec::new();
         let serialized =
             event.serialize(&mut rmp_serde::Serializer::new(&mut body).with_struct_map());
@@ -412,11 +418,16 @@ mod tests {
         let mut rest: &[u8] = &body;
         let fields = rmp::decode::read_map_len(&mut rest).unwrap_or(0);
         let mut out = Vec::new();
-        assert!(mp::write_map_len(&mut out, fields + 2).is_ok());
+        let extra = u32::from(occurred_at.is_some());
+        assert!(mp::write_map_len(&mut out, fields + 2 + extra).is_ok());
         assert!(mp::write_str(&mut out, "seq").is_ok());
         assert!(mp::write_uint(&mut out, seq).is_ok());
         assert!(mp::write_str(&mut out, "time").is_ok());
         assert!(mp::write_sint(&mut out, time).is_ok());
+        if let Some(at) = occurred_at {
+            assert!(mp::write_str(&mut out, "occurred_at").is_ok());
+            assert!(mp::write_sint(&mut out, at).is_ok());
+        }
         out.extend_from_slice(rest);
         out
     }
@@ -457,8 +468,8 @@ mod tests {
             tokens_allocated: 2,
         });
         let mut out = Vec::new();
-        assert!(encode_record(1, 2, &event, &mut anonymizer, &mut out).is_ok());
-        assert_eq!(out, serde_record(1, 2, &event));
+        assert!(encode_record(1, 2, None, &event, &mut anonymizer, &mut out).is_ok());
+        assert_eq!(out, serde_record(1, 2, None, &event));
     }
 
     #[test]
@@ -475,9 +486,17 @@ mod tests {
                 i as u64 * 7919,
                 i as i64 * -104_729 + 1_700_000_000_000_000_000,
             );
+            // Every other record carries an `occurred_at`.
+            let occurred_at = (i % 2 == 1).then_some(time - 5);
             let mut out = Vec::new();
-            assert!(encode_record(seq, time, event, &mut anonymizer, &mut out).is_ok());
-            assert_eq!(out, serde_record(seq, time, event), "event {i}: {event:?}");
+            assert!(
+                encode_record(seq, time, occurred_at, event, &mut anonymizer, &mut out).is_ok()
+            );
+            assert_eq!(
+                out,
+                serde_record(seq, time, occurred_at, event),
+                "event {i}: {event:?}"
+            );
         }
     }
 }

@@ -23,9 +23,30 @@ pub enum ConfigError {
         /// The largest allowed.
         max: u64,
     },
+    /// A duration is outside its allowed range.
+    #[error("{field} must be within [{min:?}, {max:?}], got {value:?}")]
+    DurationOutOfRange {
+        /// The field, e.g. `retention.max_age`.
+        field: &'static str,
+        /// The value given.
+        value: Duration,
+        /// The shortest allowed.
+        min: Duration,
+        /// The longest allowed.
+        max: Duration,
+    },
+    /// Both `retention.max_age` and `retention.max_age_secs` are set.
+    #[error("retention.max_age and retention.max_age_secs are both set; keep one")]
+    ConflictingMaxAge,
     /// Both `anonymization.key_hex` and `anonymization.key_file` are set.
     #[error("anonymization.key_hex and anonymization.key_file are both set; keep one")]
     ConflictingKeySources,
+    /// `source` is not a valid source id.
+    #[error("source must be 1 to 64 letters, digits, `-`, `_` or `.`, got {value:?}")]
+    InvalidSource {
+        /// The value given.
+        value: String,
+    },
     /// `anonymization.key_hex` is not a key.
     #[error("anonymization.key_hex is invalid: {0}")]
     InvalidKey(#[source] KeyError),
@@ -44,6 +65,22 @@ pub enum ConfigError {
     /// `storage.data_dir` is an empty path.
     #[error("storage.data_dir must not be empty; leave it out to keep records in memory only")]
     EmptyDataDir,
+    /// An environment override names no key or holds a value of the wrong type.
+    #[error("{var}: {reason}")]
+    Env {
+        /// The variable, e.g. `ARBITER_EVENTS_RETENTION_MAX_EVENTS`.
+        var: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// An environment override gives a value that breaks a rule.
+    #[error("{var}: {source}")]
+    EnvInvalid {
+        /// The variable that set the field.
+        var: String,
+        /// The rule broken.
+        source: Box<ConfigError>,
+    },
     /// The TOML is malformed or names an unknown key.
     #[error("invalid configuration: {0}")]
     Parse(#[source] Box<toml::de::Error>),
@@ -233,6 +270,36 @@ pub enum ExportError {
         /// The header's version.
         version: u32,
     },
+    /// The header says something the records contradict (a field rewritten along with
+    /// the checksum, or a writer's bug).
+    #[error(
+        "export header field `{field}` disagrees with the records: {reason}; the file was changed or damaged, export it again"
+    )]
+    HeaderMismatch {
+        /// The header field, e.g. `next_cursor`.
+        field: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The file has no MAC to verify.
+    #[error(
+        "export has no mac (version {version}): it was written before version 2 or without an anonymization key; read it with read_export, or export again from a collector with a key"
+    )]
+    MacMissing {
+        /// The file's layout version.
+        version: u32,
+    },
+    /// The file's MAC does not match the MAC key.
+    #[error(
+        "export mac does not match the mac key: the file was changed, or signed under another key (check the mac key file with `arbiter-events key mac`)"
+    )]
+    MacMismatch,
+    /// A MAC key could not be read.
+    #[error("invalid mac key: {reason}")]
+    InvalidMacKey {
+        /// What is wrong, with the path when read from a file.
+        reason: String,
+    },
     /// A value could not be encoded.
     #[error("cannot encode export: {0}")]
     Encode(String),
@@ -271,7 +338,7 @@ pub enum StorageError {
     },
     /// A segment is damaged before its end.
     #[error(
-        "segment {path} is damaged at byte {offset} (expected seq {expected_seq}): {reason}; {bytes_after} bytes follow; run `arbiter-events verify` and reopen with storage.on_damage = \"truncate\" to keep the valid frames"
+        "segment {path} is damaged at byte {offset} (expected seq {expected_seq}): {reason}; {bytes_after} bytes follow; run `arbiter-events verify` to see it, then `arbiter-events repair` (or reopen with storage.on_damage = \"truncate\") to set it aside and keep the valid frames"
     )]
     Damaged {
         /// The segment file.
@@ -294,7 +361,9 @@ pub enum StorageError {
         name: String,
     },
     /// A committed cursor file cannot be read.
-    #[error("cursor file {path} is corrupt: {reason}; delete it to pull from the start")]
+    #[error(
+        "cursor file {path} is corrupt: {reason}; set it with `arbiter-events consumer reset NAME --to SEQ`, or delete it to pull from the start"
+    )]
     BadCursor {
         /// The file.
         path: PathBuf,
@@ -310,6 +379,43 @@ pub enum StorageError {
         path: PathBuf,
         /// What is wrong.
         reason: String,
+    },
+    /// A range in the log of deleted seq ranges cannot have been noted by a writer: it
+    /// starts at 0, ends before it starts, or ends at `u64::MAX` (the next seq would wrap).
+    #[error(
+        "pruned-range log {path} holds the impossible range {from_seq}..={to_seq} (seqs run from 1 and the next seq must stay below u64::MAX); correct or remove that entry, or restore the file from a backup"
+    )]
+    BadPrunedRange {
+        /// The file.
+        path: PathBuf,
+        /// The range's first seq.
+        from_seq: u64,
+        /// The range's last seq.
+        to_seq: u64,
+    },
+    /// The directory's key file is missing while its segments were pseudonymized: a new
+    /// key would make pseudonyms that no longer link to the old ones.
+    #[error(
+        "key file {path} is missing, but the segments were pseudonymized under key id {segments_key_id}; restore the key file, or rotate the key on purpose (`--rotate-key`, or `KeyRotation::Rotate` on the builder) so that new pseudonyms start that will not link to the old ones"
+    )]
+    KeyFileMissing {
+        /// The key file.
+        path: PathBuf,
+        /// The key id of the newest pseudonymized segment.
+        segments_key_id: String,
+    },
+    /// The directory's key file holds another key than the newest segments were made
+    /// under: pseudonyms would stop linking.
+    #[error(
+        "key file {path} holds key id {key_id}, but the newest segments were pseudonymized under key id {segments_key_id}; restore the original key file, or rotate the key on purpose (`--rotate-key`, or `KeyRotation::Rotate` on the builder) so that new pseudonyms start that will not link to the old ones"
+    )]
+    KeyFileChanged {
+        /// The key file.
+        path: PathBuf,
+        /// The key id of the key in the file.
+        key_id: String,
+        /// The key id of the newest pseudonymized segment.
+        segments_key_id: String,
     },
     /// A cursor to commit is ahead of the last record on disk.
     #[error(

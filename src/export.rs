@@ -15,8 +15,15 @@ use crate::store::{Meta, Store};
 
 /// The `format` of every export header.
 pub const EXPORT_FORMAT: &str = "arbiter-events/export";
-/// The export layout version this crate writes and reads.
-pub const EXPORT_VERSION: u32 = 1;
+/// The export layout version this crate writes: 2 (a source id, a checksum over header
+/// and records, and a keyed MAC). Version 1 files still read.
+pub const EXPORT_VERSION: u32 = 2;
+/// The first layout version: its checksum covers the records only, and it has no MAC.
+pub const EXPORT_VERSION_1: u32 = 1;
+/// The `blake3::derive_key` context of the MAC key, derived from the collector's key.
+pub(crate) const MAC_KEY_CONTEXT: &str = "arbiter-events 2026 export mac";
+/// The most bytes read from a MAC key file.
+const MAC_KEY_FILE_MAX_BYTES: u64 = 4096;
 /// Records examined per hold of the store's lock while exporting.
 const EXPORT_CHUNK: usize = 1024;
 
@@ -185,6 +192,10 @@ pub struct ExportHeader {
     pub anonymization: AnonymizationMode,
     /// The fingerprint of the key that made the pseudonyms.
     pub key_id: Option<String>,
+    /// The stable id of the collector or data directory that wrote the records
+    /// (version 2; `None` in version 1 files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
     /// The request's cursor.
     pub after: u64,
     /// The cursor to pass to the next export.
@@ -212,15 +223,95 @@ pub struct ExportHeader {
     pub unsynced: bool,
 }
 
-/// The last value of an export file: lets a reader detect truncation and corruption.
+/// The last value of an export file: lets a reader detect truncation and corruption,
+/// and (with the MAC key) any change at all.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct ExportTrailer {
     /// Records in the file.
     pub count: u64,
-    /// BLAKE3 of the records' bytes, 64 hex digits.
+    /// BLAKE3 of the header's and the records' bytes (version 1: of the records' bytes
+    /// only), 64 hex digits.
     pub checksum: String,
+    /// Keyed BLAKE3 of the header's and the records' bytes under the [`MacKey`], 64 hex
+    /// digits; `None` when the export was made without an anonymization key (and always
+    /// in version 1 files).
+    #[serde(default)]
+    pub mac: Option<String>,
+}
+
+/// The key that signs and verifies exports: derived from the collector's
+/// [`AnonymizationKey`](crate::AnonymizationKey) under its own context, so whoever holds
+/// it can verify exports but cannot compute pseudonyms. `Debug` prints `MacKey(..)`.
+///
+/// ```
+/// use arbiter_events::{AnonymizationKey, MacKey};
+/// let mac_key = AnonymizationKey::from_bytes([7; 32]).mac_key();
+/// assert_eq!(format!("{mac_key:?}"), "MacKey(..)");
+/// assert_eq!(MacKey::from_hex(&mac_key.to_hex())?, mac_key);
+/// # Ok::<(), arbiter_events::ExportError>(())
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct MacKey([u8; 32]);
+
+impl std::fmt::Debug for MacKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MacKey(..)")
+    }
+}
+
+impl MacKey {
+    /// A MAC key from its 32 bytes.
+    pub fn from_bytes(bytes: [u8; 32]) -> MacKey {
+        MacKey(bytes)
+    }
+
+    /// A MAC key from 64 hex digits (surrounding white space ignored), as
+    /// `arbiter-events key mac` prints it.
+    ///
+    /// # Errors
+    /// [`ExportError::InvalidMacKey`] for anything else.
+    pub fn from_hex(text: &str) -> Result<MacKey, ExportError> {
+        let mut bytes = [0u8; 32];
+        hex::decode_to_slice(text.trim(), &mut bytes).map_err(|e| ExportError::InvalidMacKey {
+            reason: format!("expected 64 hex digits (32 bytes): {e}"),
+        })?;
+        Ok(MacKey(bytes))
+    }
+
+    /// A MAC key read from a file of 64 hex digits.
+    ///
+    /// # Errors
+    /// [`ExportError::InvalidMacKey`] naming the path when it cannot be read or holds
+    /// no key.
+    pub fn from_file(path: impl AsRef<std::path::Path>) -> Result<MacKey, ExportError> {
+        let path = path.as_ref();
+        let mut text = String::new();
+        std::fs::File::open(path)
+            .and_then(|f| f.take(MAC_KEY_FILE_MAX_BYTES).read_to_string(&mut text))
+            .map_err(|e| ExportError::InvalidMacKey {
+                reason: format!("cannot read {}: {e}", path.display()),
+            })?;
+        MacKey::from_hex(&text).map_err(|e| ExportError::InvalidMacKey {
+            reason: format!("{}: {e}", path.display()),
+        })
+    }
+
+    /// The key as 64 hex digits.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+/// Who wrote an export and the key that signs it, besides what the records carry.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Seal {
+    /// The collector's or data directory's source id.
+    pub(crate) source: Option<String>,
+    /// The key id of the signing key and its MAC key: an export is signed only when
+    /// its records were pseudonymized under that key.
+    pub(crate) mac_key: Option<(String, MacKey)>,
 }
 
 /// One stored event with its place in the stream.
@@ -229,8 +320,14 @@ pub struct ExportTrailer {
 pub struct Record {
     /// Strictly increasing from 1, never reused.
     pub seq: u64,
-    /// When the worker stored it, UTC, non-decreasing in `seq` order.
+    /// The ingest time: when `record()` took the event, UTC, from the collector's clock
+    /// (kept non-decreasing in `seq` order, so it may be a little later than the clock
+    /// read when producers race). With a [`ManualClock`](crate::ManualClock), events
+    /// recorded before an `advance` carry the time before it.
     pub time: OffsetDateTime,
+    /// When the thing happened, as the caller said
+    /// ([`Collector::record_at`](crate::Collector::record_at)); `None` when not given.
+    pub occurred_at: Option<OffsetDateTime>,
     /// The event, anonymized per the collector's policy.
     pub event: Event,
 }
@@ -239,6 +336,8 @@ pub struct Record {
 struct RecordRef<'a> {
     seq: u64,
     time: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    occurred_at: Option<i64>,
     #[serde(flatten)]
     event: &'a Event,
 }
@@ -248,6 +347,7 @@ impl Serialize for Record {
         RecordRef {
             seq: self.seq,
             time: unix_nanos(self.time),
+            occurred_at: self.occurred_at.map(unix_nanos),
             event: &self.event,
         }
         .serialize(s)
@@ -271,6 +371,8 @@ struct RecordVisitor;
 struct BufferedRecord {
     seq: u64,
     time: i64,
+    #[serde(default)]
+    occurred_at: Option<i64>,
     #[serde(flatten)]
     event: Event,
 }
@@ -279,6 +381,7 @@ fn slow_record<'de, A: serde::de::MapAccess<'de>>(
     first: std::borrow::Cow<'de, str>,
     seq: Option<u64>,
     time: Option<i64>,
+    occurred_at: Option<i64>,
     kind: Option<EventKind>,
     mut map: A,
 ) -> Result<Record, A::Error> {
@@ -286,6 +389,7 @@ fn slow_record<'de, A: serde::de::MapAccess<'de>>(
     let mut fields = serde_json::Map::new();
     fields.extend(seq.map(|v| ("seq".to_owned(), v.into())));
     fields.extend(time.map(|v| ("time".to_owned(), v.into())));
+    fields.extend(occurred_at.map(|v| ("occurred_at".to_owned(), v.into())));
     fields.extend(kind.map(|k| ("type".to_owned(), k.as_str().into())));
     fields.insert(first.into_owned(), map.next_value()?);
     while let Some((k, v)) = map.next_entry::<String, serde_json::Value>()? {
@@ -296,6 +400,7 @@ fn slow_record<'de, A: serde::de::MapAccess<'de>>(
     Ok(Record {
         seq: r.seq,
         time: datetime(r.time),
+        occurred_at: r.occurred_at.map(datetime),
         event: r.event,
     })
 }
@@ -309,7 +414,7 @@ impl<'de> serde::de::Visitor<'de> for RecordVisitor {
 
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Record, A::Error> {
         use serde::de::Error;
-        let (mut seq, mut time, mut kind) = (None, None, None);
+        let (mut seq, mut time, mut kind, mut occurred_at) = (None, None, None, None);
         while seq.is_none() || time.is_none() || kind.is_none() {
             let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? else {
                 return Err(A::Error::custom(
@@ -319,13 +424,16 @@ impl<'de> serde::de::Visitor<'de> for RecordVisitor {
             match key.as_ref() {
                 "seq" if seq.is_none() => seq = Some(map.next_value::<u64>()?),
                 "time" if time.is_none() => time = Some(map.next_value::<i64>()?),
+                "occurred_at" if occurred_at.is_none() => {
+                    occurred_at = Some(map.next_value::<i64>()?);
+                }
                 "type" if kind.is_none() => {
                     let name = map.next_value::<std::borrow::Cow<'de, str>>()?;
                     let k = EventKind::from_name(&name)
                         .ok_or_else(|| A::Error::custom(format!("unknown event type `{name}`")))?;
                     kind = Some(k);
                 }
-                _ => return slow_record(key, seq, time, kind, map),
+                _ => return slow_record(key, seq, time, occurred_at, kind, map),
             }
         }
         let (Some(seq), Some(time), Some(kind)) = (seq, time, kind) else {
@@ -335,6 +443,7 @@ impl<'de> serde::de::Visitor<'de> for RecordVisitor {
         Ok(Record {
             seq,
             time: datetime(time),
+            occurred_at: occurred_at.map(datetime),
             event,
         })
     }
@@ -345,8 +454,13 @@ impl<'de> serde::de::Visitor<'de> for RecordVisitor {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Export {
     header: ExportHeader,
+    /// The header as MessagePack: what the checksum and the MAC cover first.
+    header_bytes: Vec<u8>,
     records: Vec<u8>,
     checksum: String,
+    mac: Option<String>,
+    /// Kept to sign the JSON Lines form, whose bytes differ.
+    mac_key: Option<MacKey>,
 }
 
 impl Export {
@@ -385,6 +499,7 @@ impl Export {
         ExportTrailer {
             count: self.header.count,
             checksum: self.checksum.clone(),
+            mac: self.mac.clone(),
         }
     }
 
@@ -408,7 +523,7 @@ impl Export {
     /// # Errors
     /// [`ExportError::Io`] when `out` fails.
     pub fn write_msgpack<W: Write>(&self, mut out: W) -> Result<(), ExportError> {
-        write_value(&mut out, &self.header)?;
+        out.write_all(&self.header_bytes)?;
         out.write_all(&self.records)?;
         write_value(&mut out, &self.trailer())?;
         out.flush()?;
@@ -422,6 +537,98 @@ impl Export {
         let _ = self.write_msgpack(&mut out);
         out
     }
+
+    /// Streams the same export as JSON Lines: the header, one record a line, then the
+    /// trailer, each a JSON object on its own line. The trailer's `checksum` and `mac`
+    /// cover the exact bytes of the header and record lines (newlines included), as in
+    /// the MessagePack form they cover the header's and records' bytes.
+    ///
+    /// ```
+    /// use arbiter_events::{Collector, Config, Cursor, ExportRequest};
+    /// let collector = Collector::new(Config::default())?;
+    /// let mut out = Vec::new();
+    /// collector.export(&ExportRequest::after(Cursor::START))?.write_jsonl(&mut out)?;
+    /// assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`ExportError::Io`] when `out` fails, [`ExportError::Corrupt`] if a record no
+    /// longer decodes, [`ExportError::Encode`] if JSON cannot represent a value.
+    pub fn write_jsonl<W: Write>(&self, mut out: W) -> Result<(), ExportError> {
+        let mut sums = Sums::new(self.header.version, self.mac_key.as_ref());
+        let mut line = Vec::with_capacity(512);
+        json_line(&mut line, &self.header)?;
+        sums.update(&line);
+        out.write_all(&line)?;
+        for record in self.records() {
+            json_line(&mut line, &record?)?;
+            sums.update(&line);
+            out.write_all(&line)?;
+        }
+        let (checksum, mac) = sums.finish();
+        let trailer = ExportTrailer {
+            count: self.header.count,
+            checksum,
+            mac,
+        };
+        json_line(&mut line, &trailer)?;
+        out.write_all(&line)?;
+        out.flush()?;
+        Ok(())
+    }
+
+    /// The export as JSON Lines text (see [`Export::write_jsonl`]).
+    ///
+    /// # Errors
+    /// As [`Export::write_jsonl`], except that writing cannot fail.
+    pub fn to_jsonl(&self) -> Result<Vec<u8>, ExportError> {
+        let mut out = Vec::with_capacity(self.records.len() * 2 + 512);
+        self.write_jsonl(&mut out)?;
+        Ok(out)
+    }
+}
+
+/// Replaces `line` with `value` as one JSON line.
+fn json_line<T: Serialize>(line: &mut Vec<u8>, value: &T) -> Result<(), ExportError> {
+    line.clear();
+    serde_json::to_writer(&mut *line, value).map_err(|e| ExportError::Encode(e.to_string()))?;
+    line.push(b'\n');
+    Ok(())
+}
+
+/// The checksum over the signed bytes, and (with a key) the MAC: keyed BLAKE3 of the
+/// checksum's 32 bytes, so the MAC covers everything the checksum does at the cost of
+/// one block, not a second pass over the records (hash, then MAC).
+struct Sums {
+    checksum: blake3::Hasher,
+    mac_key: Option<MacKey>,
+}
+
+impl Sums {
+    fn new(version: u32, mac_key: Option<&MacKey>) -> Sums {
+        Sums {
+            checksum: blake3::Hasher::new(),
+            mac_key: mac_key.filter(|_| version >= EXPORT_VERSION).cloned(),
+        }
+    }
+
+    fn update(&mut self, bytes: &[u8]) {
+        self.checksum.update(bytes);
+    }
+
+    fn finish(self) -> (String, Option<String>) {
+        let checksum = self.checksum.finalize();
+        let mac = self
+            .mac_key
+            .map(|k| mac_of(&k, &checksum).to_hex().to_string());
+        (checksum.to_hex().to_string(), mac)
+    }
+}
+
+/// The MAC of a file whose checksum is `checksum`.
+fn mac_of(key: &MacKey, checksum: &blake3::Hash) -> blake3::Hash {
+    blake3::keyed_hash(&key.0, checksum.as_bytes())
 }
 
 fn write_value<W: Write, T: Serialize>(out: &mut W, value: &T) -> Result<(), ExportError> {
@@ -444,6 +651,8 @@ pub(crate) struct ExportContext<'a> {
     pub(crate) key_id: Option<String>,
     /// The data directory, for records no longer in memory.
     pub(crate) data_dir: Option<&'a std::path::Path>,
+    /// The source id and the MAC key.
+    pub(crate) seal: Seal,
 }
 
 /// Collects one export's records as a source (memory or segments) offers them in seq
@@ -548,6 +757,12 @@ impl<'r> Builder<'r> {
         }
     }
 
+    /// The key id of the records taken so far (`None` when none were offered, or they
+    /// are not pseudonymized).
+    pub(crate) fn key_id(&self) -> Option<&str> {
+        self.key_id.as_ref().and_then(Option::as_deref)
+    }
+
     /// Reserves room for about `bytes` more record bytes.
     pub(crate) fn reserve(&mut self, bytes: u64) {
         self.records.reserve(to_usize(bytes));
@@ -579,9 +794,14 @@ impl<'r> Builder<'r> {
         true
     }
 
-    /// The export, its records under `key_id` unless a source set another.
-    pub(crate) fn finish(self, key_id: Option<String>) -> Export {
+    /// The export, its records under `key_id` unless a source set another, signed
+    /// with `seal`'s MAC key only when its records are pseudonymized.
+    pub(crate) fn finish(self, key_id: Option<String>, seal: Seal) -> Export {
         let key_id = self.key_id.unwrap_or(key_id);
+        let mac_key = seal
+            .mac_key
+            .filter(|(signer, _)| key_id.as_deref() == Some(signer.as_str()))
+            .map(|(_, k)| k);
         let header = ExportHeader {
             format: EXPORT_FORMAT.to_owned(),
             version: EXPORT_VERSION,
@@ -591,6 +811,7 @@ impl<'r> Builder<'r> {
                 AnonymizationMode::Off
             },
             key_id,
+            source: seal.source,
             after: self.req.after.seq(),
             next_cursor: self.cursor,
             gap: self.gap,
@@ -603,14 +824,43 @@ impl<'r> Builder<'r> {
             last_seq: self.last_seq,
             unsynced: false,
         };
+        let mut header_bytes = Vec::with_capacity(256);
+        // Writing plain fields to a Vec cannot fail.
+        let _ = write_value(&mut header_bytes, &header);
+        let mut sums = Sums::new(header.version, mac_key.as_ref());
+        sums.update(&header_bytes);
         // One pass over the whole buffer lets BLAKE3 hash many chunks at once.
-        let checksum = blake3::hash(&self.records).to_hex().to_string();
+        sums.update(&self.records);
+        let (checksum, mac) = sums.finish();
         Export {
             header,
+            header_bytes,
             records: self.records,
             checksum,
+            mac,
+            mac_key,
         }
     }
+}
+
+/// The seal of an export read from the data directory `root` by another process: its
+/// source id, and the MAC key of its `key` file when that key made the records
+/// (`key_id`); records under a key from elsewhere (config, environment) stay unsigned.
+pub(crate) fn dir_seal(root: &std::path::Path, key_id: Option<&str>) -> Result<Seal, ExportError> {
+    let source = crate::log::dir::source(root, None, false)?;
+    let key_path = root.join(crate::log::dir::KEY);
+    let mac_key = match key_id {
+        Some(id) if key_path.exists() => {
+            let key = crate::AnonymizationKey::from_file(&key_path).map_err(|e| {
+                ExportError::InvalidMacKey {
+                    reason: e.to_string(),
+                }
+            })?;
+            (key.key_id() == id).then(|| (key.key_id(), key.mac_key()))
+        }
+        _ => None,
+    };
+    Ok(Seal { source, mac_key })
 }
 
 /// Builds an export, holding the store's lock for at most [`EXPORT_CHUNK`] records at a
@@ -638,16 +888,17 @@ pub(crate) fn export(ctx: ExportContext<'_>, req: &ExportRequest) -> Result<Expo
         }
         (next, store.first_seq(), store.cutoff(ctx.now))
     };
+    let seal = ctx.seal;
     if b.cursor() + 1 < memory_first
         && let Some(root) = ctx.data_dir
     {
         crate::log::export_from_disk(root, &mut b, Some(memory_first), Some(cutoff))?;
         if b.done() || b.cursor() + 1 < memory_first {
-            return Ok(b.finish(key_id));
+            return Ok(b.finish(key_id, seal));
         }
     }
     if !b.key(key_id.clone()) {
-        return Ok(b.finish(key_id));
+        return Ok(b.finish(key_id, seal));
     }
     let mut first_pass = true;
     loop {
@@ -660,7 +911,7 @@ pub(crate) fn export(ctx: ExportContext<'_>, req: &ExportRequest) -> Result<Expo
             drop(store);
             crate::log::export_from_disk(root, &mut b, Some(first), Some(cutoff))?;
             if b.done() || b.cursor() + 1 < first {
-                return Ok(b.finish(key_id));
+                return Ok(b.finish(key_id, seal));
             }
             continue;
         }
@@ -704,7 +955,7 @@ pub(crate) fn export(ctx: ExportContext<'_>, req: &ExportRequest) -> Result<Expo
             break;
         }
     }
-    Ok(b.finish(key_id))
+    Ok(b.finish(key_id, seal))
 }
 
 /// An export file read back and verified.
@@ -715,8 +966,16 @@ pub struct ExportFile {
     pub header: ExportHeader,
     /// Its records, in seq order.
     pub records: Vec<Record>,
-    /// Its trailer (already checked against the records).
+    /// Its trailer (already checked against the header and the records).
     pub trailer: ExportTrailer,
+}
+
+impl ExportFile {
+    /// The file's layout version: [`EXPORT_VERSION`], or [`EXPORT_VERSION_1`] for a
+    /// file from before the MAC.
+    pub fn version(&self) -> u32 {
+        self.header.version
+    }
 }
 
 fn is_eof(e: &rmp_serde::decode::Error) -> bool {
@@ -724,8 +983,15 @@ fn is_eof(e: &rmp_serde::decode::Error) -> bool {
     matches!(e, E::InvalidMarkerRead(io) | E::InvalidDataRead(io) if io.kind() == std::io::ErrorKind::UnexpectedEof)
 }
 
-/// Reads an export and verifies it: format and version, every record, the count and the
-/// checksum in the trailer, and nothing after it.
+/// Reads an export and verifies everything it can without a key: format and version,
+/// every record, the trailer's count and checksum (in version 2 over the header's and
+/// the records' bytes), that the header agrees with the records (count, first and last
+/// seq, seqs strictly increasing after `after`, `next_cursor`, the gap, the limit, the
+/// kinds and the time filter), and that nothing follows the trailer. Version 1 files
+/// read too; [`ExportFile::version`] says which a file is.
+///
+/// The checksum detects accidents, not tampering: anyone can recompute it. To know that
+/// nobody changed a file, use [`read_export_verified`] with the MAC key.
 ///
 /// ```
 /// use arbiter_events::{read_export, Collector, Config, Cursor, ExportRequest};
@@ -738,30 +1004,77 @@ fn is_eof(e: &rmp_serde::decode::Error) -> bool {
 ///
 /// # Errors
 /// [`ExportError::Truncated`] when the input ends early, [`ExportError::Corrupt`] or
-/// [`ExportError::ChecksumMismatch`] when it was damaged, [`ExportError::Unsupported`]
-/// for another format or version.
+/// [`ExportError::ChecksumMismatch`] when it was damaged, [`ExportError::HeaderMismatch`]
+/// when the header contradicts the records, [`ExportError::Unsupported`] for another
+/// format or version.
 pub fn read_export<R: Read>(mut input: R) -> Result<ExportFile, ExportError> {
     let mut bytes = Vec::new();
     input.read_to_end(&mut bytes)?;
-    let mut cur = std::io::Cursor::new(bytes.as_slice());
+    read(&bytes)
+}
+
+/// Reads an export as [`read_export`] does, then checks its MAC under `mac_key` (the
+/// output of `arbiter-events key mac`, or [`AnonymizationKey::mac_key`]): a file that
+/// passes was written by a holder of the collector's key and not changed since, header
+/// (`source`, `key_id`, `after`, `next_cursor`, `gap`, filters, counts) and records alike.
+///
+/// [`AnonymizationKey::mac_key`]: crate::AnonymizationKey::mac_key
+///
+/// ```
+/// use arbiter_events::{read_export_verified, AnonymizationKey, Collector, Config, Cursor, ExportRequest};
+/// let key = AnonymizationKey::from_bytes([7; 32]);
+/// let collector = Collector::builder().config(Config::default()).key(key.clone()).build()?;
+/// let bytes = collector.export(&ExportRequest::after(Cursor::START))?.to_msgpack();
+/// let file = read_export_verified(bytes.as_slice(), &key.mac_key())?;
+/// assert!(file.trailer.mac.is_some());
+/// let other = AnonymizationKey::from_bytes([8; 32]).mac_key();
+/// assert!(read_export_verified(bytes.as_slice(), &other).is_err());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// # Errors
+/// As [`read_export`]; [`ExportError::MacMissing`] for a file without a MAC (version 1,
+/// or made with anonymization off), [`ExportError::MacMismatch`] for a wrong one.
+pub fn read_export_verified<R: Read>(
+    input: R,
+    mac_key: &MacKey,
+) -> Result<ExportFile, ExportError> {
+    let file = read_export(input)?;
+    let Some(mac) = file.trailer.mac.as_deref() else {
+        return Err(ExportError::MacMissing {
+            version: file.header.version,
+        });
+    };
+    // The checksum was just recomputed from the bytes and found equal.
+    let checksum =
+        blake3::Hash::from_hex(&file.trailer.checksum).map_err(|_| ExportError::MacMismatch)?;
+    // `blake3::Hash` compares in constant time.
+    let expected = blake3::Hash::from_hex(mac).map_err(|_| ExportError::MacMismatch)?;
+    let actual = mac_of(mac_key, &checksum);
+    if actual != expected {
+        return Err(ExportError::MacMismatch);
+    }
+    Ok(file)
+}
+
+/// Reads and checks a file.
+fn read(bytes: &[u8]) -> Result<ExportFile, ExportError> {
+    let mut cur = std::io::Cursor::new(bytes);
     // Format and version first: another version's header may have other fields.
     let probe: HeaderProbe = decode(&mut cur.clone(), "header", 0, 0)?;
-    if probe.format != EXPORT_FORMAT || probe.version != EXPORT_VERSION {
+    if probe.format != EXPORT_FORMAT
+        || !(EXPORT_VERSION_1..=EXPORT_VERSION).contains(&probe.version)
+    {
         return Err(ExportError::Unsupported {
             format: probe.format,
             version: probe.version,
         });
     }
     let header: ExportHeader = decode(&mut cur, "header", 0, 0)?;
+    let v1 = header.version == EXPORT_VERSION_1;
     let mut hasher = blake3::Hasher::new();
-    if let Some(gap) = header.gap
-        && gap.from_seq > gap.to_seq
-    {
-        return Err(ExportError::Corrupt {
-            index: 0,
-            offset: 0,
-            reason: "header: gap ends before it starts".to_owned(),
-        });
+    if !v1 {
+        hasher.update(&bytes[..to_usize(cur.position())]);
     }
     // Sized by what the input can hold, never by the header's claim alone.
     let fit = u64::try_from(bytes.len() / MIN_RECORD_BYTES).unwrap_or(u64::MAX);
@@ -786,18 +1099,6 @@ pub fn read_export<R: Read>(mut input: R) -> Result<ExportFile, ExportError> {
             actual,
         });
     }
-    // Damage is reported by the checksum above; a well-formed file must also be in order.
-    let mut previous = header.after;
-    for (index, record) in records.iter().enumerate() {
-        if record.seq <= previous {
-            return Err(ExportError::Corrupt {
-                index: index as u64,
-                offset: 0,
-                reason: format!("record seq {} does not follow {previous}", record.seq),
-            });
-        }
-        previous = record.seq;
-    }
     if cur.position() != bytes.len() as u64 {
         return Err(ExportError::Corrupt {
             index: header.count,
@@ -805,11 +1106,166 @@ pub fn read_export<R: Read>(mut input: R) -> Result<ExportFile, ExportError> {
             reason: "bytes after the trailer".to_owned(),
         });
     }
+    if v1 && (header.source.is_some() || trailer.mac.is_some()) {
+        return Err(ExportError::HeaderMismatch {
+            field: "version",
+            reason: "a version 1 file has no `source` and no `mac`".to_owned(),
+        });
+    }
+    check_header(&header, &records)?;
     Ok(ExportFile {
         header,
         records,
         trailer,
     })
+}
+
+/// Checks what the header says against what can be derived from the records: damage
+/// the checksum would not see when both were rewritten together, and a writer's bug.
+fn check_header(h: &ExportHeader, records: &[Record]) -> Result<(), ExportError> {
+    let refuse =
+        |field: &'static str, reason: String| Err(ExportError::HeaderMismatch { field, reason });
+    if h.key_id.is_some() != (h.anonymization == AnonymizationMode::Pseudonymize) {
+        return refuse(
+            "key_id",
+            format!(
+                "`key_id` must be given exactly when identifiers are pseudonyms (anonymization {:?})",
+                h.anonymization
+            ),
+        );
+    }
+    if let Some(source) = &h.source
+        && !crate::config::is_valid_source(source)
+    {
+        return refuse("source", format!("{source:?} is not a valid source id"));
+    }
+    let first = records.first().map(|r| r.seq);
+    let last = records.last().map(|r| r.seq);
+    if h.first_seq != first {
+        return refuse(
+            "first_seq",
+            format!(
+                "header says {:?}, the first record has {first:?}",
+                h.first_seq
+            ),
+        );
+    }
+    if h.last_seq != last {
+        return refuse(
+            "last_seq",
+            format!("header says {:?}, the last record has {last:?}", h.last_seq),
+        );
+    }
+    let mut previous = h.after;
+    for record in records {
+        if record.seq <= previous {
+            return refuse(
+                "after",
+                format!(
+                    "record seq {} does not follow {previous} (seqs must increase after `after`)",
+                    record.seq
+                ),
+            );
+        }
+        previous = record.seq;
+    }
+    if h.next_cursor < previous {
+        return refuse(
+            "next_cursor",
+            format!(
+                "{} is before seq {previous}, already exported",
+                h.next_cursor
+            ),
+        );
+    }
+    if let Some(gap) = h.gap {
+        if gap.from_seq > gap.to_seq {
+            return refuse(
+                "gap",
+                format!("{}..={} ends before it starts", gap.from_seq, gap.to_seq),
+            );
+        }
+        if gap.from_seq != h.after.saturating_add(1) {
+            return refuse(
+                "gap",
+                format!(
+                    "starts at {}, not right after `after` {}",
+                    gap.from_seq, h.after
+                ),
+            );
+        }
+        if gap.to_seq > h.next_cursor || first.is_some_and(|f| f <= gap.to_seq) {
+            return refuse(
+                "gap",
+                format!(
+                    "ends at {}, past the next cursor or the first record",
+                    gap.to_seq
+                ),
+            );
+        }
+    }
+    // Only the kind and `since` filters pass records over; without them the cursor
+    // stops at the last record taken, or the end of the gap.
+    let reached = h.gap.map_or(h.after, |g| g.to_seq).max(previous);
+    if h.kinds.is_none() && h.since.is_none() && h.next_cursor != reached {
+        return refuse(
+            "next_cursor",
+            format!(
+                "{} must be {reached}: no kind or time filter passed records over",
+                h.next_cursor
+            ),
+        );
+    }
+    if let Some(limit) = h.limit {
+        if limit == 0 || h.count > limit {
+            return refuse("limit", format!("{limit} with {} records", h.count));
+        }
+        if h.count == limit && h.next_cursor != previous {
+            return refuse(
+                "next_cursor",
+                format!(
+                    "{} must be the last seq {previous} when the limit is reached",
+                    h.next_cursor
+                ),
+            );
+        }
+    }
+    if let Some(kinds) = &h.kinds {
+        if kinds.is_empty() {
+            return refuse("kinds", "an empty list of kinds".to_owned());
+        }
+        if let Some(r) = records.iter().find(|r| !kinds.contains(&r.event.kind())) {
+            return refuse(
+                "kinds",
+                format!(
+                    "record seq {} is a {}, not one of the kinds",
+                    r.seq,
+                    r.event.kind().as_str()
+                ),
+            );
+        }
+    }
+    if let (Some(since), Some(until)) = (h.since, h.until)
+        && since >= until
+    {
+        return refuse("since", format!("{since} is not before `until` {until}"));
+    }
+    for r in records {
+        let time = unix_nanos(r.time);
+        if h.since.is_some_and(|s| time < s) {
+            return refuse(
+                "since",
+                format!("record seq {} at {time} is before it", r.seq),
+            );
+        }
+        if h.until.is_some_and(|u| time >= u) {
+            return refuse(
+                "until",
+                format!("record seq {} at {time} is not before it", r.seq),
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The fewest bytes any record takes (a map with `seq`, `time` and `type`).

@@ -58,6 +58,7 @@
 //! - a network service: exports are bytes you write where you like;
 //! - a replicated log: one writer per data directory, on one machine.
 
+mod analytics;
 mod anonymize;
 mod clock;
 mod collector;
@@ -77,6 +78,14 @@ mod worker;
 #[doc(hidden)]
 pub mod fuzzing;
 
+pub use analytics::{
+    Aggregator, Alert, AlertKind, AlertRule, AlertRuleError, AlertScope, AnalyticsConfig,
+    BudgetFigures, CawsFigures, DEFAULT_BUCKET_SECS, DEFAULT_BUCKETS, DEFAULT_MAX_AGENTS,
+    DEFAULT_MIN_SAMPLES, DEFAULT_RELATIVE_ERROR, EvaluationFigures, Figures, GroupReport, Grouping,
+    HISTORY_CHUNK, MAX_AGENTS, MAX_BUCKET_SECS, MAX_BUCKETS, OTHER_GROUP, OTHER_RULES, Report,
+    ReportError, ReportRequest, RuleCount, Series, SeverityCounts, Summary, TOP_RULES, TaskFigures,
+    TrainingFigures, Trend, TrendPoint, Window,
+};
 pub use anonymize::{
     AnonymizationKey, IdKind, KEY_ENV, KeyError, KeyOrigin, Pseudonymizer, REDACTED,
 };
@@ -92,10 +101,13 @@ pub use error::{
 pub use event::*;
 pub use execution::TaskExecution;
 pub use export::{
-    Cursor, EXPORT_FORMAT, EXPORT_VERSION, Export, ExportFile, ExportHeader, ExportRequest,
-    ExportTrailer, Gap, GapReason, Record, read_export,
+    Cursor, EXPORT_FORMAT, EXPORT_VERSION, EXPORT_VERSION_1, Export, ExportFile, ExportHeader,
+    ExportRequest, ExportTrailer, Gap, GapReason, MacKey, Record, read_export,
+    read_export_verified,
 };
-pub use log::{Damage, DataDir, RecoveryReport, SegmentReport, StorageStats, VerifyReport};
+pub use log::{
+    Damage, DataDir, KeyRotation, RecoveryReport, SegmentReport, StorageStats, VerifyReport,
+};
 pub use stats::{Dropped, KindCount, Pruned, State, Stats, TaskStats, TaskWindow};
 
 /// The README's examples, compiled and run as doctests.

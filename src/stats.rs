@@ -175,8 +175,10 @@ pub enum State {
 ///
 /// The accounting identity holds in every snapshot:
 /// `submitted = stored + dropped.total() + rejected + in_flight` and
-/// `stored + recovered = retained + pruned.total()`. After a [`flush`](crate::Collector::flush)
-/// with no concurrent producers, `in_flight` is 0.
+/// `stored + recovered = retained + pruned.total()`. Each term is its own counter (none is
+/// derived from the others), read until they balance, so an event lost without being
+/// counted shows as an imbalance even while producers run. After a
+/// [`flush`](crate::Collector::flush) with no concurrent producers, `in_flight` is 0.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct Stats {
@@ -191,7 +193,9 @@ pub struct Stats {
     pub rejected: u64,
     /// Events dropped, by reason.
     pub dropped: Dropped,
-    /// Events accepted into the queue and not yet stored.
+    /// Events submitted and not yet stored, dropped or rejected: counted directly, so at
+    /// every instant at most the queue's capacity, plus the batches the worker (and, with
+    /// a data directory, the commit thread) holds, plus one per producer mid-call.
     pub in_flight: u64,
     /// Records retained now.
     pub retained: u64,

@@ -23,8 +23,13 @@ use crate::store::{Meta, TaskEnd, TaskMeta};
 
 /// What travels from the handles to the worker.
 pub(crate) enum Msg {
-    /// An event that passed validation.
-    Event(Event),
+    /// An event that passed validation, with its ingest time (the clock read in
+    /// `record()`) and the caller's `occurred_at`, both Unix nanoseconds.
+    Event {
+        event: Event,
+        time: i64,
+        occurred_at: Option<i64>,
+    },
     /// Commit everything before this (synced, when the durability policy syncs), then
     /// answer with any data directory error since the last flush.
     Flush(Sender<Result<(), String>>),
@@ -146,6 +151,9 @@ fn commit_batch(shared: &Shared, bytes: &[u8], frames: &[FrameRef], header: usiz
     for f in frames {
         store.push(f.meta, &bytes[f.start + header..f.end]);
     }
+    // Under the store's lock, so a `stats()` snapshot sees `stored` and `in_flight` move
+    // together.
+    shared.counters.leave(frames.len() as u64);
     store.prune_expired(now);
     let cutoff = store.cutoff(now);
     drop(store);
@@ -220,7 +228,11 @@ impl Worker {
         while let Some(msg) = next.take() {
             taken += 1;
             match msg {
-                Msg::Event(event) => self.ingest(event),
+                Msg::Event {
+                    event,
+                    time,
+                    occurred_at,
+                } => self.ingest(event, time, occurred_at),
                 Msg::Flush(ack) => self.flush(ack),
                 Msg::Shutdown { deadline, done } => {
                     self.commit();
@@ -260,20 +272,29 @@ impl Worker {
         let _ = done.send(());
     }
 
-    fn ingest(&mut self, event: Event) {
-        let time = self.shared.clock.now_unix_nanos().max(self.last_time);
+    fn ingest(&mut self, event: Event, stamped: i64, occurred_at: Option<i64>) {
+        // Producers stamp in `record()`; racing ones may arrive out of time order.
+        let time = stamped.max(self.last_time);
         let seq = self.next_seq;
         let start = self.encoded.len();
         if self.framed {
             frame::begin(&mut self.encoded);
         }
         let payload = self.encoded.len();
-        let encoded = encode_record(seq, time, &event, &mut self.anonymizer, &mut self.encoded);
+        let encoded = encode_record(
+            seq,
+            time,
+            occurred_at,
+            &event,
+            &mut self.anonymizer,
+            &mut self.encoded,
+        );
         // The store addresses records with 32-bit lengths.
         if encoded.is_err() || self.encoded.len() - payload > u32::MAX as usize {
             self.encoded.truncate(start);
             // Unreachable for events within the limits; still accounted for.
             self.shared.counters.rejected.fetch_add(1, Ordering::SeqCst);
+            self.shared.counters.leave(1);
             return;
         }
         let task = match &event {
@@ -378,4 +399,19 @@ fn micros(ms: f64) -> u64 {
     // Rounded: `as_secs_f64() * 1000.0` lands just below whole microseconds. `as`
     // saturates; validation made `ms` finite and non-negative.
     (ms * 1000.0).round() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Msg;
+
+    #[test]
+    fn a_message_fits_the_queue_slot_the_readme_states() {
+        // README: the queue allocates `capacity` slots of about 150 bytes at build.
+        assert!(
+            std::mem::size_of::<Msg>() <= 152,
+            "{}",
+            std::mem::size_of::<Msg>()
+        );
+    }
 }

@@ -73,6 +73,8 @@ fn full_config_sets_every_key_to_a_non_default_value() -> Result<()> {
     assert_eq!(config.limits.max_collection_len, 64);
     assert_eq!(config.limits.max_attribute_depth, 6);
     assert_eq!(config.limits.max_attribute_entries, 512);
+    assert_eq!(config.limits.max_occurred_past_secs, 3600);
+    assert_eq!(config.limits.max_occurred_future_secs, 5);
     assert_eq!(config.worker.batch_size, 128);
     assert_eq!(config.worker.tick_ms, 100);
     assert_eq!(
@@ -161,6 +163,16 @@ fn bad_configs() -> Vec<Bad> {
         bad("retention.max_age_secs above max", |c| {
             c.retention.max_age_secs = u64::MAX / 1_000_000_000 + 1;
         }),
+        bad("retention.max_age zero", |c| {
+            c.retention.max_age = Some(Duration::ZERO);
+        }),
+        bad("retention.max_age above max", |c| {
+            c.retention.max_age = Some(arbiter_events::MAX_MAX_AGE + Duration::from_nanos(1));
+        }),
+        bad("retention.max_age and max_age_secs both set", |c| {
+            c.retention.max_age = Some(Duration::from_millis(100));
+            c.retention.max_age_secs = 60;
+        }),
         bad("retention.max_events zero", |c| c.retention.max_events = 0),
         bad("retention.max_bytes below min", |c| {
             c.retention.max_bytes = arbiter_events::MIN_MAX_BYTES - 1;
@@ -212,6 +224,12 @@ fn bad_configs() -> Vec<Bad> {
         bad("limits.max_attribute_entries above max", |c| {
             c.limits.max_attribute_entries = max_usize(arbiter_events::MAX_COLLECTION_LEN);
         }),
+        bad("limits.max_occurred_past_secs above max", |c| {
+            c.limits.max_occurred_past_secs = arbiter_events::MAX_OCCURRED_SKEW_SECS + 1;
+        }),
+        bad("limits.max_occurred_future_secs above max", |c| {
+            c.limits.max_occurred_future_secs = arbiter_events::MAX_OCCURRED_SKEW_SECS + 1;
+        }),
         bad("worker.batch_size zero", |c| c.worker.batch_size = 0),
         bad("worker.batch_size above max", |c| {
             c.worker.batch_size = max_usize(arbiter_events::MAX_BATCH_SIZE);
@@ -246,6 +264,16 @@ fn is_expected_variant(name: &str, error: &ConfigError) -> bool {
         matches!(error, ConfigError::InvalidKey(_))
     } else if name.contains("data_dir") {
         matches!(error, ConfigError::EmptyDataDir)
+    } else if name.contains("both set") {
+        matches!(error, ConfigError::ConflictingMaxAge)
+    } else if name.starts_with("retention.max_age ") {
+        matches!(
+            error,
+            ConfigError::DurationOutOfRange {
+                field: "retention.max_age",
+                ..
+            }
+        )
     } else if name.contains("attribute_keys") {
         matches!(error, ConfigError::EmptyAttributeKey { index: 1 })
     } else {
@@ -353,7 +381,13 @@ fn unparsable() -> Vec<(&'static str, &'static str)> {
             "unknown section",
             "[persistence]\npath = \"/var/lib/arbiter\"\n",
         ),
-        ("unknown key in a section", "[retention]\nmax_age = 60\n"),
+        ("unknown key in a section", "[retention]\nmax_agee = 60\n"),
+        ("max_age not a string", "[retention]\nmax_age = 60\n"),
+        ("max_age not whole", "[retention]\nmax_age = \"1.5h\"\n"),
+        (
+            "max_age unknown unit",
+            "[retention]\nmax_age = \"3 weeks\"\n",
+        ),
         ("bad type", "[queue]\ncapacity = \"large\"\n"),
         ("negative for an unsigned", "[worker]\ntick_ms = -1\n"),
         (
@@ -413,6 +447,14 @@ fn every_config_error_message() -> Result<()> {
             .ok_or_else(|| format!("{name}: parsed"))?;
         messages.insert(format!("parse: {name}"), error.to_string());
     }
+    let both = Config::from_toml_str("[retention]\nmax_age = \"1s\"\nmax_age_secs = 1\n")
+        .err()
+        .ok_or("both max_age and max_age_secs were accepted")?;
+    assert!(matches!(both, ConfigError::ConflictingMaxAge));
+    messages.insert(
+        "parse: both max_age and max_age_secs".to_owned(),
+        both.to_string(),
+    );
     let missing = Config::from_file("fixtures/config/does-not-exist.toml")
         .err()
         .ok_or("a missing file was read")?;
@@ -439,5 +481,58 @@ fn every_valid_config_can_be_written_back() -> Result<()> {
             ..
         })
     ));
+    Ok(())
+}
+
+#[test]
+fn max_age_takes_duration_strings_down_to_milliseconds() -> Result<()> {
+    let cases = [
+        ("100ms", Duration::from_millis(100)),
+        ("30d", Duration::from_secs(30 * 86_400)),
+        ("90s", Duration::from_secs(90)),
+        ("2h", Duration::from_secs(7200)),
+        ("1500us", Duration::from_micros(1500)),
+    ];
+    let mut written = BTreeMap::new();
+    for (text, expected) in cases {
+        let config = Config::from_toml_str(&format!("[retention]\nmax_age = \"{text}\"\n"))?;
+        assert_eq!(config.retention.max_age, Some(expected), "{text}");
+        let back = config.to_toml_string()?;
+        assert_eq!(Config::from_toml_str(&back)?, config, "{text}");
+        let doc: toml::Table = toml::from_str(&back)?;
+        let retention = doc.get("retention").ok_or("no [retention]")?;
+        assert!(retention.get("max_age_secs").is_none(), "{back}");
+        written.insert(text, retention.get("max_age").map(ToString::to_string));
+    }
+    // Written back in the largest exact unit.
+    insta::assert_yaml_snapshot!("max_age_written_back", written);
+    // max_age_secs still reads as before.
+    let config = Config::from_toml_str("[retention]\nmax_age_secs = 60\n")?;
+    assert_eq!(
+        (config.retention.max_age_secs, config.retention.max_age),
+        (60, None)
+    );
+    Ok(())
+}
+
+#[test]
+fn a_sub_second_max_age_prunes_by_the_millisecond() -> Result<()> {
+    let clock = arbiter_events::ManualClock::new(common::T0);
+    let mut config = Config::default();
+    config.retention.max_age = Some(Duration::from_millis(100));
+    let collector = common::build_collector(clock.clone(), config, [5; 32])?;
+    collector.record(common::used(1))?;
+    clock.advance(Duration::from_millis(60));
+    collector.record(common::used(2))?;
+    collector.flush(common::FLUSH_TIMEOUT)?;
+    clock.advance(Duration::from_millis(60));
+    // 120 ms after the first record, 60 ms after the second.
+    let export = common::export_all(&collector)?;
+    let seqs: Vec<u64> = arbiter_events::read_export(export.to_msgpack().as_slice())?
+        .records
+        .iter()
+        .map(|r| r.seq)
+        .collect();
+    assert_eq!(seqs, [2]);
     Ok(())
 }

@@ -1059,6 +1059,8 @@ fn every_durability_policy_stores_and_recovers_the_same_records() -> TestResult 
         let edit = |c: &mut Config| {
             c.storage.durability = durability;
             c.storage.segment_bytes = SMALL_SEGMENT;
+            // Each directory has its own source id unless one is configured.
+            c.source = Some("policies".to_owned());
         };
         let collector = open(dir.path(), &clock, edit)?;
         record_all(&collector, 1..=60)?;

@@ -442,3 +442,61 @@ fn huge_durations_do_not_overflow_the_tallies() -> TestResult {
     );
     Ok(())
 }
+
+/// Two collectors built alike, with a fixed execution seed, key and a manual clock.
+fn seeded(seed: u64) -> common::Result<(Collector, ManualClock)> {
+    let clock = ManualClock::new(T0);
+    let collector = Collector::builder()
+        .clock(clock.clone())
+        .key(AnonymizationKey::from_bytes(KEY))
+        .execution_seed(seed)
+        .build()?;
+    Ok((collector, clock))
+}
+
+/// The same session on `collector`: executions completed, abandoned and dropped.
+fn session(collector: &Collector, clock: &ManualClock) -> TestResult {
+    for i in 0..5 {
+        let run = collector.start_task(format!("task-{i}"), "agent-a", Attributes::new())?;
+        clock.advance(Duration::from_millis(3 + i));
+        if i % 2 == 0 {
+            run.complete(outcome(OutcomeStatus::Succeeded))?;
+        } else {
+            drop(run);
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn a_fixed_execution_seed_gives_byte_identical_exports() -> TestResult {
+    let mut exports = Vec::new();
+    for _ in 0..2 {
+        let (collector, clock) = seeded(42)?;
+        session(&collector, &clock)?;
+        exports.push(flushed_export(&collector)?.to_msgpack());
+    }
+    assert_eq!(exports[0], exports[1]);
+    let file = arbiter_events::read_export(exports[0].as_slice())?;
+    assert_eq!(file.records.len(), 10);
+    // The ids are the seed's: the pseudonym of `{seed:016x}-{n:x}`.
+    let first = file.records[0]
+        .event
+        .execution_id()
+        .ok_or("the first record is not an execution's")?;
+    assert_eq!(first, pseudonym(IdKind::Execution, "000000000000002a-0"));
+    // Another seed, other ids: the seed is what fixes them.
+    let (collector, clock) = seeded(43)?;
+    session(&collector, &clock)?;
+    assert_ne!(flushed_export(&collector)?.to_msgpack(), exports[0]);
+    Ok(())
+}
+
+#[test]
+fn without_a_seed_execution_ids_differ_between_collectors() -> TestResult {
+    let clock = ManualClock::new(T0);
+    let a = build(&clock)?.start_task("t", "a", Attributes::new())?;
+    let b = build(&clock)?.start_task("t", "a", Attributes::new())?;
+    assert_ne!(a.execution_id(), b.execution_id());
+    Ok(())
+}

@@ -7,7 +7,7 @@ mod common;
 use std::sync::OnceLock;
 
 use arbiter_events::{
-    Config, EXPORT_FORMAT, EXPORT_VERSION, Event, ExportError, ExportFile, read_export,
+    Config, EXPORT_FORMAT, EXPORT_VERSION, Event, ExportError, ExportFile, MacKey, read_export,
 };
 use proptest::prelude::*;
 use serde_json::{Value as Json, json};
@@ -51,6 +51,47 @@ fn assemble(header: &Json, records: &[u8], trailer: &Json) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// The version 2 checksum of a file made of `header` and `records`: BLAKE3 of the
+/// header's MessagePack bytes, then the records' bytes.
+fn checksum_of(header: &Json, records: &[u8]) -> Result<String> {
+    let mut signed = rmp_serde::to_vec_named(header)?;
+    signed.extend_from_slice(records);
+    Ok(blake3::hash(&signed).to_hex().to_string())
+}
+
+/// Like [`assemble`], with a trailer whose count and checksum match `header` and
+/// `records` and whose MAC is made with `mac_key` (none without one): a file only the
+/// checks beyond the checksum can refuse.
+fn assemble_sealed(header: &Json, records: &[u8], mac_key: Option<&MacKey>) -> Result<Vec<u8>> {
+    let mut signed = rmp_serde::to_vec_named(header)?;
+    signed.extend_from_slice(records);
+    let mac = mac_key.map(|k| {
+        let key: [u8; 32] = hex_bytes(&k.to_hex());
+        blake3::keyed_hash(&key, blake3::hash(&signed).as_bytes())
+            .to_hex()
+            .to_string()
+    });
+    let trailer = json!({
+        "count": header["count"],
+        "checksum": blake3::hash(&signed).to_hex().to_string(),
+        "mac": mac,
+    });
+    signed.extend(rmp_serde::to_vec_named(&trailer)?);
+    Ok(signed)
+}
+
+/// 32 bytes from 64 hex digits (zeros for anything else: the tests pass valid keys).
+fn hex_bytes(text: &str) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = text
+            .get(2 * i..2 * i + 2)
+            .and_then(|h| u8::from_str_radix(h, 16).ok())
+            .unwrap_or(0);
+    }
+    out
+}
+
 /// The raw record bytes of `bytes`: everything between the header and the trailer.
 fn record_bytes(bytes: &[u8]) -> Result<Vec<u8>> {
     let ranges = common::msgpack_ranges(bytes)?;
@@ -75,9 +116,11 @@ fn smoke() -> Result<()> {
     assert_eq!(file.header.version, EXPORT_VERSION);
     assert_eq!(file.records.len(), 5);
     assert_eq!(file.trailer.count, 5);
+    let mut signed = bytes[..header_len(&bytes)?].to_vec();
+    signed.extend(record_bytes(&bytes)?);
     assert_eq!(
         file.trailer.checksum,
-        blake3::hash(&record_bytes(&bytes)?).to_hex().to_string()
+        blake3::hash(&signed).to_hex().to_string()
     );
     Ok(())
 }
@@ -113,12 +156,15 @@ fn every_fixture_event_round_trips() -> Result<()> {
 #[test]
 fn an_empty_export_round_trips() -> Result<()> {
     let export = common::export_stream(Config::default(), &[])?;
-    let file = read_export(export.to_msgpack().as_slice())?;
+    let bytes = export.to_msgpack();
+    let file = read_export(bytes.as_slice())?;
     assert!(file.records.is_empty());
     assert_eq!(file.trailer.count, 0);
     assert_eq!(
         file.trailer.checksum,
-        blake3::hash(b"").to_hex().to_string()
+        blake3::hash(&bytes[..header_len(&bytes)?])
+            .to_hex()
+            .to_string()
     );
     assert_eq!((file.header.first_seq, file.header.last_seq), (None, None));
     Ok(())
@@ -199,6 +245,7 @@ proptest! {
                         | ExportError::Corrupt { .. }
                         | ExportError::ChecksumMismatch { .. }
                         | ExportError::CountMismatch { .. }
+                        | ExportError::HeaderMismatch { .. }
                         | ExportError::Unsupported { .. }
                 ),
                 "{:?}",
@@ -254,7 +301,7 @@ fn another_format_or_version_is_unsupported() -> Result<()> {
         );
     }
     // Unchanged, the parts reassemble into a valid file.
-    assert!(read_export(assemble(&header, &records, &trailer)?.as_slice()).is_ok());
+    assert!(read_export(assemble_sealed(&header, &records, None)?.as_slice()).is_ok());
     Ok(())
 }
 
@@ -359,10 +406,11 @@ fn a_wrong_checksum_is_refused() -> Result<()> {
     let mut other = trailer.clone();
     other["checksum"] = json!(blake3::hash(b"something else").to_hex().to_string());
     let result = read_export(assemble(&header, &records, &other)?.as_slice());
+    let right = checksum_of(&header, &records)?;
     assert!(
         matches!(&result, Err(ExportError::ChecksumMismatch { expected, actual })
             if Some(expected.as_str()) == other["checksum"].as_str()
-                && Some(actual.as_str()) == trailer["checksum"].as_str()),
+                && *actual == right),
         "{result:?}"
     );
     Ok(())
@@ -421,11 +469,7 @@ fn records_that_break_the_record_layout_are_corrupt() -> Result<()> {
             encoded.extend(rmp_serde::to_vec_named(record)?);
         }
         // A trailer that matches the damaged records, so only the layout is at fault.
-        let trailer = json!({
-            "count": changed.len(),
-            "checksum": blake3::hash(&encoded).to_hex().to_string(),
-        });
-        let result = read_export(assemble(&header, &encoded, &trailer)?.as_slice());
+        let result = read_export(assemble_sealed(&header, &encoded, None)?.as_slice());
         assert!(
             matches!(result, Err(ExportError::Corrupt { index: 2, .. })),
             "{what}: {result:?}"
@@ -444,11 +488,7 @@ fn a_record_rebuilt_from_its_json_form_reads_back_the_same() -> Result<()> {
     for record in &records {
         encoded.extend(rmp_serde::to_vec_named(record)?);
     }
-    let trailer = json!({
-        "count": records.len(),
-        "checksum": blake3::hash(&encoded).to_hex().to_string(),
-    });
-    let rebuilt = read_export(assemble(&header, &encoded, &trailer)?.as_slice())?;
+    let rebuilt = read_export(assemble_sealed(&header, &encoded, None)?.as_slice())?;
     assert_eq!(rebuilt.records, file.records);
     Ok(())
 }
@@ -522,12 +562,433 @@ fn an_attribute_list_no_collector_accepts_is_refused() -> Result<()> {
     header["first_seq"] = json!(1);
     header["last_seq"] = json!(1);
     header["next_cursor"] = json!(1);
+    header["after"] = json!(0);
     trailer["count"] = json!(1);
-    trailer["checksum"] = json!(blake3::hash(&record).to_hex().to_string());
-    let result = read_export(assemble(&header, &record, &trailer)?.as_slice());
+    let result = read_export(assemble_sealed(&header, &record, None)?.as_slice());
     assert!(
         matches!(&result, Err(ExportError::Corrupt { index: 0, reason, .. }) if reason.contains("max_collection_len")),
         "{result:?}"
     );
+    Ok(())
+}
+
+// ---- Version 2: the checksum covers the header, the header agrees with the records,
+// ---- and a keyed MAC proves that nobody changed the file.
+
+const GOLDEN_MSGPACK: &str = "fixtures/golden/all_variants.msgpack";
+const GOLDEN_V1_MSGPACK: &str = "fixtures/golden/v1/all_variants.msgpack";
+const GOLDEN_EXPORT_JSONL: &str = "fixtures/golden/all_variants.export.jsonl";
+const GOLDEN_MAC_KEY: &str = "fixtures/golden/mac_key.hex";
+
+/// The MAC key of the golden export's key.
+fn golden_mac_key() -> MacKey {
+    arbiter_events::AnonymizationKey::from_bytes(common::GOLDEN_KEY).mac_key()
+}
+
+/// The golden v2 file and its MAC key.
+fn golden() -> Result<(Vec<u8>, MacKey)> {
+    Ok((common::read_bytes(GOLDEN_MSGPACK)?, golden_mac_key()))
+}
+
+#[test]
+fn the_golden_file_is_version_2_signed_by_the_golden_key() -> Result<()> {
+    let (bytes, mac_key) = golden()?;
+    let file = arbiter_events::read_export_verified(bytes.as_slice(), &mac_key)?;
+    assert_eq!(file.version(), 2);
+    assert_eq!(file.version(), EXPORT_VERSION);
+    let source = file.header.source.as_deref().ok_or("no source")?;
+    assert_eq!(
+        source,
+        format!("mem-{}", file.header.key_id.as_deref().unwrap_or_default())
+    );
+    // The MAC is keyed BLAKE3 of the checksum of everything before the trailer (hash,
+    // then MAC), under a key derived from the collector's key by its own context.
+    let trailer_start = common::msgpack_ranges(&bytes)?
+        .last()
+        .ok_or("no trailer")?
+        .start;
+    let derived = blake3::derive_key("arbiter-events 2026 export mac", &common::GOLDEN_KEY);
+    assert_eq!(derived, hex_bytes(&mac_key.to_hex()));
+    assert_eq!(
+        file.trailer.mac.as_deref(),
+        Some(
+            blake3::keyed_hash(&derived, blake3::hash(&bytes[..trailer_start]).as_bytes())
+                .to_hex()
+                .as_str()
+        )
+    );
+    assert_ne!(mac_key.to_hex(), hex_of(&common::GOLDEN_KEY));
+    // The key handed to consumers, pinned for the Python reader's tests.
+    let text = format!("{}\n", mac_key.to_hex());
+    if let Err(e) = common::check_golden(GOLDEN_MAC_KEY, text.as_bytes()) {
+        panic!("{e}");
+    }
+    Ok(())
+}
+
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn every_bit_of_the_golden_header_flipped_is_refused() -> Result<()> {
+    let (bytes, mac_key) = golden()?;
+    let head = header_len(&bytes)?;
+    assert!(head > 100, "the header is {head} bytes");
+    for at in 0..head {
+        for mask in [0x01u8, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40, 0x80, 0xff] {
+            let mut damaged = bytes.clone();
+            damaged[at] ^= mask;
+            let plain = read_export(damaged.as_slice());
+            assert!(
+                plain.is_err(),
+                "header byte {at} ^ {mask:#04x} passed as intact: {:?}",
+                plain.map(|f| f.header)
+            );
+            let keyed = arbiter_events::read_export_verified(damaged.as_slice(), &mac_key);
+            assert!(
+                keyed.is_err(),
+                "header byte {at} ^ {mask:#04x} passed the MAC"
+            );
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn with_the_mac_key_a_flipped_byte_anywhere_is_refused() -> Result<()> {
+    let (bytes, mac_key) = golden()?;
+    let ranges = common::msgpack_ranges(&bytes)?;
+    let trailer = ranges.last().ok_or("no trailer")?.clone();
+    for at in 0..bytes.len() {
+        let mut damaged = bytes.clone();
+        damaged[at] ^= 0x01;
+        let result = arbiter_events::read_export_verified(damaged.as_slice(), &mac_key);
+        assert!(
+            result.is_err(),
+            "byte {at} of {} flipped went unnoticed",
+            bytes.len()
+        );
+    }
+    // A flip inside the MAC's digits is named as a MAC mismatch.
+    let mac_at = bytes[trailer.clone()]
+        .windows(3)
+        .position(|w| w == b"mac")
+        .ok_or("no mac in the trailer")?
+        + trailer.start
+        + 3
+        + 2;
+    let mut damaged = bytes.clone();
+    damaged[mac_at + 10] = if damaged[mac_at + 10] == b'0' {
+        b'1'
+    } else {
+        b'0'
+    };
+    let result = arbiter_events::read_export_verified(damaged.as_slice(), &mac_key);
+    assert!(
+        matches!(result, Err(ExportError::MacMismatch)),
+        "{result:?}"
+    );
+    // Without the key, the same file reads: the unkeyed checks cannot see it.
+    assert!(read_export(damaged.as_slice()).is_ok());
+    Ok(())
+}
+
+#[test]
+fn a_file_re_signed_with_another_key_is_refused() -> Result<()> {
+    let (bytes, mac_key) = golden()?;
+    let (mut header, _, _) = values(&bytes)?;
+    let records = record_bytes(&bytes)?;
+    let other = arbiter_events::AnonymizationKey::from_bytes([0x17; 32]).mac_key();
+    // Re-signed unchanged, and re-signed with a forged source and key id.
+    let resigned = assemble_sealed(&header, &records, Some(&other))?;
+    header["source"] = json!("another-machine");
+    header["key_id"] = json!("0123456789abcdef");
+    let forged = assemble_sealed(&header, &records, Some(&other))?;
+    for file in [resigned, forged] {
+        // The unkeyed checks pass: the checksum was recomputed too.
+        assert!(read_export(file.as_slice()).is_ok());
+        let result = arbiter_events::read_export_verified(file.as_slice(), &mac_key);
+        assert!(
+            matches!(result, Err(ExportError::MacMismatch)),
+            "{result:?}"
+        );
+        assert!(arbiter_events::read_export_verified(file.as_slice(), &other).is_ok());
+    }
+    // A file whose MAC was removed is refused as unsigned.
+    let stripped = assemble_sealed(&header, &records, None)?;
+    let result = arbiter_events::read_export_verified(stripped.as_slice(), &mac_key);
+    assert!(
+        matches!(result, Err(ExportError::MacMissing { version: 2 })),
+        "{result:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn header_fields_rewritten_with_a_fresh_checksum_are_refused() -> Result<()> {
+    // Damage the checksum cannot see, because it was recomputed: every field that the
+    // records determine is checked against them.
+    let (bytes, _) = golden()?;
+    let (header, records_json, _) = values(&bytes)?;
+    let records = record_bytes(&bytes)?;
+    let n = records_json.len() as u64;
+    assert_eq!(header["next_cursor"], json!(n));
+    let first_time = records_json[0]["time"].as_i64().ok_or("no time")?;
+    let cases: Vec<(&str, Json)> = vec![
+        ("next_cursor", json!(n + 64)),
+        ("next_cursor", json!(n - 1)),
+        ("first_seq", json!(2)),
+        ("first_seq", json!(null)),
+        ("last_seq", json!(n + 1)),
+        ("after", json!(1)),
+        ("gap", json!({"from_seq": 1, "to_seq": 1, "reason": "age"})),
+        ("limit", json!(n - 1)),
+        ("kinds", json!(["custom"])),
+        ("kinds", json!([])),
+        ("since", json!(first_time + 1)),
+        ("until", json!(first_time)),
+        ("key_id", json!(null)),
+        ("anonymization", json!("off")),
+        ("source", json!("not a source id")),
+    ];
+    for (field, value) in cases {
+        let mut changed = header.clone();
+        changed[field] = value.clone();
+        let result = read_export(assemble_sealed(&changed, &records, None)?.as_slice());
+        assert!(
+            matches!(&result, Err(ExportError::HeaderMismatch { .. })),
+            "{field} = {value}: {result:?}"
+        );
+    }
+    // A limit that was reached, with the next cursor where the last record is: fine.
+    let mut limited = header.clone();
+    limited["limit"] = json!(n);
+    assert!(read_export(assemble_sealed(&limited, &records, None)?.as_slice()).is_ok());
+    Ok(())
+}
+
+#[test]
+fn the_version_1_golden_file_still_reads() -> Result<()> {
+    let v1 = common::read_bytes(GOLDEN_V1_MSGPACK)?;
+    let file = read_export(v1.as_slice())?;
+    assert_eq!(file.version(), arbiter_events::EXPORT_VERSION_1);
+    assert_eq!(file.header.source, None);
+    assert_eq!(file.trailer.mac, None);
+    // Its checksum covers the records only.
+    assert_eq!(
+        file.trailer.checksum,
+        blake3::hash(&record_bytes(&v1)?).to_hex().to_string()
+    );
+    // The same records as the version 2 golden file.
+    let (v2, mac_key) = golden()?;
+    assert_eq!(file.records, read_export(v2.as_slice())?.records);
+    // It has no MAC to verify.
+    let result = arbiter_events::read_export_verified(v1.as_slice(), &mac_key);
+    assert!(
+        matches!(result, Err(ExportError::MacMissing { version: 1 })),
+        "{result:?}"
+    );
+    // Its header flipped anywhere is still refused: version 1 headers are checked
+    // against the records too, and v1 cannot be claimed by a v2 file.
+    let (mut header, _, trailer) = values(&v1)?;
+    header["source"] = json!("x");
+    let result = read_export(assemble(&header, &record_bytes(&v1)?, &trailer)?.as_slice());
+    assert!(
+        matches!(
+            result,
+            Err(ExportError::HeaderMismatch {
+                field: "version",
+                ..
+            })
+        ),
+        "{result:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn without_anonymization_there_is_no_mac_and_verification_refuses() -> Result<()> {
+    let mut config = Config::default();
+    config.anonymization.mode = arbiter_events::AnonymizationMode::Off;
+    let events = common::read_events("fixtures/events/all_variants.jsonl")?;
+    let export = common::export_stream(config, &events[..3])?;
+    assert_eq!(export.trailer().mac, None);
+    assert_eq!(export.header().source.as_deref(), Some("mem"));
+    let bytes = export.to_msgpack();
+    assert!(read_export(bytes.as_slice()).is_ok());
+    let result = arbiter_events::read_export_verified(bytes.as_slice(), &golden_mac_key());
+    assert!(
+        matches!(result, Err(ExportError::MacMissing { version: 2 })),
+        "{result:?}"
+    );
+    Ok(())
+}
+
+/// Splits JSON Lines text into its lines, each with its newline.
+fn jsonl_lines(text: &[u8]) -> Vec<&[u8]> {
+    text.split_inclusive(|&b| b == b'\n').collect()
+}
+
+#[test]
+fn the_json_lines_form_carries_the_same_records_and_integrity_fields() -> Result<()> {
+    let export = common::golden_export()?;
+    let text = export.to_jsonl()?;
+    if let Err(e) = common::check_golden(GOLDEN_EXPORT_JSONL, &text) {
+        panic!("{e}");
+    }
+    let lines = jsonl_lines(&text);
+    assert_eq!(lines.len() as u64, export.len() + 2);
+    let header: Json = serde_json::from_slice(lines[0])?;
+    assert_eq!(header, serde_json::to_value(export.header())?);
+    let file = read_export(export.to_msgpack().as_slice())?;
+    for (line, record) in lines[1..lines.len() - 1].iter().zip(&file.records) {
+        let parsed: arbiter_events::Record = serde_json::from_slice(line)?;
+        assert_eq!(&parsed, record);
+    }
+    let trailer: Json = serde_json::from_slice(lines[lines.len() - 1])?;
+    let signed = &text[..text.len() - lines[lines.len() - 1].len()];
+    assert_eq!(trailer["count"], json!(export.len()));
+    assert_eq!(
+        trailer["checksum"],
+        json!(blake3::hash(signed).to_hex().to_string())
+    );
+    let key = hex_bytes(&golden_mac_key().to_hex());
+    assert_eq!(
+        trailer["mac"],
+        json!(
+            blake3::keyed_hash(&key, blake3::hash(signed).as_bytes())
+                .to_hex()
+                .to_string()
+        )
+    );
+    Ok(())
+}
+
+/// Runs the command line with `args`.
+fn cli(args: &[&str]) -> std::io::Result<std::process::Output> {
+    std::process::Command::new(env!("CARGO_BIN_EXE_arbiter-events"))
+        .args(args)
+        .output()
+}
+
+#[test]
+fn the_command_line_verifies_macs_prints_the_mac_key_and_writes_json_lines() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path().join("data");
+    let mut config = Config::default();
+    config.storage.data_dir = Some(dir.clone());
+    let collector = arbiter_events::Collector::new(config)?;
+    let events = common::read_events("fixtures/events/all_variants.jsonl")?;
+    for event in events.iter().take(6) {
+        collector.record(event.clone())?;
+    }
+    collector.shutdown(common::FLUSH_TIMEOUT)?;
+    let s = |p: &std::path::Path| p.to_string_lossy().into_owned();
+
+    let out = cli(&["key", "mac", "--data-dir", &s(&dir)])?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mac_hex = String::from_utf8(out.stdout)?;
+    let key = arbiter_events::AnonymizationKey::from_file(dir.join("key"))?;
+    assert_eq!(mac_hex.trim(), key.mac_key().to_hex());
+    let key_file = tmp.path().join("mac.key");
+    std::fs::write(&key_file, &mac_hex)?;
+
+    let file = tmp.path().join("out.msgpack");
+    let out = cli(&["export", "--data-dir", &s(&dir), "--out", &s(&file)])?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cli(&["verify-export", &s(&file), "--mac-key-file", &s(&key_file)])?;
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains("verified 6 records") && said.contains("mac ok"),
+        "{said}"
+    );
+    let source = std::fs::read_to_string(dir.join("source"))?;
+    assert!(said.contains(source.trim()), "{said}");
+    let out = cli(&["inspect", &s(&file)])?;
+    assert!(String::from_utf8_lossy(&out.stderr).contains("format version 2"));
+
+    // Changed, or checked against another key: refused with one line and exit 1.
+    let mut bytes = std::fs::read(&file)?;
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x01;
+    let damaged = tmp.path().join("damaged.msgpack");
+    std::fs::write(&damaged, &bytes)?;
+    let other_key = tmp.path().join("other.key");
+    std::fs::write(&other_key, "17".repeat(32))?;
+    for (f, k) in [(&damaged, &key_file), (&file, &other_key)] {
+        let out = cli(&["verify-export", &s(f), "--mac-key-file", &s(k)])?;
+        assert_eq!(out.status.code(), Some(1));
+        assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
+        assert!(out.stdout.is_empty());
+    }
+
+    // JSON Lines: the same records, and the same MAC as the library makes.
+    let jsonl = tmp.path().join("out.jsonl");
+    let out = cli(&[
+        "export",
+        "--data-dir",
+        &s(&dir),
+        "--out",
+        &s(&jsonl),
+        "--format",
+        "jsonl",
+    ])?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let from_lib = arbiter_events::DataDir::open(&dir)?.export(
+        &arbiter_events::ExportRequest::after(arbiter_events::Cursor::START),
+    )?;
+    assert_eq!(std::fs::read(&jsonl)?, from_lib.to_jsonl()?);
+    assert!(from_lib.trailer().mac.is_some());
+    Ok(())
+}
+
+#[test]
+fn with_a_data_directory_exports_are_signed_with_its_key_file_only() -> Result<()> {
+    let events = common::read_events("fixtures/events/all_variants.jsonl")?;
+    let tmp = tempfile::tempdir()?;
+    // The directory's own key: the collector and a reader sign alike.
+    let own = tmp.path().join("own");
+    let mut config = Config::default();
+    config.storage.data_dir = Some(own.clone());
+    let collector = arbiter_events::Collector::new(config.clone())?;
+    for event in events.iter().take(4) {
+        collector.record(event.clone())?;
+    }
+    collector.flush(common::FLUSH_TIMEOUT)?;
+    let request = arbiter_events::ExportRequest::after(arbiter_events::Cursor::START);
+    let memory = collector.export(&request)?;
+    let disk = arbiter_events::DataDir::open(&own)?.export(&request)?;
+    assert_eq!(memory.to_msgpack(), disk.to_msgpack());
+    let mac_key = arbiter_events::AnonymizationKey::from_file(own.join("key"))?.mac_key();
+    arbiter_events::read_export_verified(memory.to_msgpack().as_slice(), &mac_key)?;
+    collector.shutdown(common::FLUSH_TIMEOUT)?;
+    // A key given to the builder: no key file, so neither side signs.
+    let given = tmp.path().join("given");
+    config.storage.data_dir = Some(given.clone());
+    let (collector, _) = common::golden_collector(config)?;
+    collector.record(events[0].clone())?;
+    collector.flush(common::FLUSH_TIMEOUT)?;
+    let memory = collector.export(&request)?;
+    let disk = arbiter_events::DataDir::open(&given)?.export(&request)?;
+    assert_eq!(memory.trailer().mac, None);
+    assert_eq!(memory.to_msgpack(), disk.to_msgpack());
     Ok(())
 }

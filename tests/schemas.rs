@@ -179,7 +179,7 @@ fn records_are_named_maps_with_seq_time_type_then_fields_in_declaration_order() 
         assert_eq!(keys, required, "record {index}");
     }
     let trailer = next()?;
-    assert_eq!(trailer.0, ["count", "checksum"]);
+    assert_eq!(trailer.0, ["count", "checksum", "mac"]);
     Ok(())
 }
 
@@ -241,12 +241,17 @@ fn every_branch_lists_exactly_the_fields_the_encoder_writes() -> Result<()> {
             .keys()
             .map(String::as_str)
             .collect();
-        let properties: BTreeSet<&str> = branch["properties"]
+        let mut properties: BTreeSet<&str> = branch["properties"]
             .as_object()
             .ok_or("no properties")?
             .keys()
             .map(String::as_str)
             .collect();
+        // The one optional field: written only when the caller gave it.
+        assert!(properties.contains("occurred_at"), "{kind}: no occurred_at");
+        if !written.contains("occurred_at") {
+            properties.remove("occurred_at");
+        }
         let required: BTreeSet<&str> = branch["required"]
             .as_array()
             .ok_or("no required")?
@@ -439,8 +444,14 @@ fn the_header_and_trailer_schemas_reject_mutations() -> Result<()> {
     assert_rejected(&schemas.header, header, "another format", |h| {
         h["format"] = json!("other/export");
     });
-    assert_rejected(&schemas.header, header, "version 2", |h| {
-        h["version"] = json!(2);
+    assert_rejected(&schemas.header, header, "version 3", |h| {
+        h["version"] = json!(3);
+    });
+    assert_rejected(&schemas.header, header, "a missing source", |h| {
+        h.as_object_mut().map(|m| m.remove("source"));
+    });
+    assert_rejected(&schemas.header, header, "a source with a space", |h| {
+        h["source"] = json!("arbiter 1");
     });
     assert_rejected(&schemas.header, header, "an extra field", |h| {
         h["compressed"] = json!(false);
@@ -464,6 +475,12 @@ fn the_header_and_trailer_schemas_reject_mutations() -> Result<()> {
     });
     assert_rejected(&schemas.trailer, trailer, "a negative count", |t| {
         t["count"] = json!(-1);
+    });
+    assert_rejected(&schemas.trailer, trailer, "a missing mac", |t| {
+        t.as_object_mut().map(|m| m.remove("mac"));
+    });
+    assert_rejected(&schemas.trailer, trailer, "a short mac", |t| {
+        t["mac"] = json!("abc");
     });
     assert_rejected(&schemas.trailer, trailer, "an extra field", |t| {
         t["algorithm"] = json!("blake3");

@@ -2,8 +2,11 @@
 """Pull every new arbiter-events record for one consumer, as an RL pipeline would.
 
 Usage:
-    pull_loop.py --data-dir DIR [--consumer rl] [--bin arbiter-events] [--limit N]
+    pull_loop.py --data-dir DIR [--consumer rl] [--bin PATH] [--limit N]
                  [--out-dir DIR] [--expect-total N]
+
+The binary is, unless --bin names it: target/release/arbiter-events of this repository
+(after `cargo build --release`), else `arbiter-events` on PATH.
 
 Runs `arbiter-events export --data-dir DIR --consumer NAME --out OUT/pull-<n>.msgpack`
 until an export brings nothing new. The command commits the consumer's cursor only once
@@ -30,6 +33,7 @@ import json
 import os
 import pathlib
 import re
+import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -40,6 +44,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from read_export import ExportError, blake3, read_export  # noqa: E402
 
 STATE = "state.json"
+REPO_BINARY = pathlib.Path(__file__).resolve().parents[2] / "target" / "release" / "arbiter-events"
 PULL = re.compile(r"^pull-(\d+)\.msgpack$")
 
 
@@ -139,6 +144,19 @@ def take(state, path, run):
     return len(records) + bool(gap)
 
 
+def find_binary(given):
+    """The arbiter-events binary: --bin, else this repository's release build, else PATH."""
+    if given:
+        return given
+    if REPO_BINARY.is_file() and os.access(REPO_BINARY, os.X_OK):
+        return str(REPO_BINARY)
+    on_path = shutil.which("arbiter-events")
+    if on_path:
+        return on_path
+    raise PullError(f"cannot find the arbiter-events binary: not at {REPO_BINARY} nor on PATH; "
+                    "build it with `cargo build --release`, or give it with --bin PATH")
+
+
 def export(args, path):
     command = [args.bin, "export", "--data-dir", str(args.data_dir), "--consumer", args.consumer,
                "--out", str(path)]
@@ -175,7 +193,8 @@ def main(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", required=True, type=pathlib.Path)
     parser.add_argument("--consumer", default="rl")
-    parser.add_argument("--bin", default="arbiter-events", help="the arbiter-events binary")
+    parser.add_argument("--bin", help="the arbiter-events binary (default: target/release/"
+                        "arbiter-events of this repository, else arbiter-events on PATH)")
     parser.add_argument("--limit", type=positive, help="at most this many records per export")
     parser.add_argument("--out-dir", type=pathlib.Path, help="default: DATA_DIR/pulls/CONSUMER")
     parser.add_argument("--expect-total", type=int, metavar="N",
@@ -185,6 +204,7 @@ def main(argv):
     run = {"pulled": 0, "files": 0, "first_seq": None, "last_seq": None, "gaps": [],
            "redelivered": 0, "counts": Counter()}
     try:
+        args.bin = find_binary(args.bin)
         out_dir.mkdir(parents=True, exist_ok=True)
         state = load_state(out_dir, str(args.data_dir.resolve()), args.consumer)
         # Files a previous invocation pulled (the cursor is committed) but never took.

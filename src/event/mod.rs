@@ -200,3 +200,94 @@ from_variants!(
     RlTrainingMetrics,
     Custom,
 );
+
+/// The identifiers an event carries, by the field that holds them.
+impl Event {
+    /// The task this event is about, for every kind that names one.
+    ///
+    /// ```
+    /// use arbiter_events::{Event, ThinkingBudgetUsed};
+    /// let event = Event::from(ThinkingBudgetUsed {
+    ///     task_id: "task-1".into(),
+    ///     tokens_used: 900,
+    ///     tokens_allocated: 1000,
+    /// });
+    /// assert_eq!(event.task_id(), Some("task-1"));
+    /// assert_eq!(event.agent_id(), None);
+    /// ```
+    pub fn task_id(&self) -> Option<&str> {
+        match self {
+            Event::RoutingDecision(e) => Some(&e.task_id),
+            Event::TaskStarted(e) => Some(&e.task_id),
+            Event::TaskCompleted(e) => Some(&e.task_id),
+            Event::TaskAbandoned(e) => Some(&e.task_id),
+            Event::ConstitutionalValidation(e) => Some(&e.task_id),
+            Event::ThinkingBudgetAllocated(e) => Some(&e.task_id),
+            Event::ThinkingBudgetUsed(e) => Some(&e.task_id),
+            Event::MinimalityEvaluated(e) => Some(&e.task_id),
+            Event::JudgmentRecorded(e) => Some(&e.task_id),
+            Event::EvaluationOutcome(e) => Some(&e.task_id),
+            Event::AgentRegistered(_)
+            | Event::AgentStatusChanged(_)
+            | Event::RlTrainingMetrics(_)
+            | Event::Custom(_) => None,
+        }
+    }
+
+    /// The agent this event is about, for every kind that names one: `agent_id`, or
+    /// `selected_agent` for a [`RoutingDecision`] (its alternatives are not included).
+    ///
+    /// ```
+    /// use arbiter_events::{Event, RoutingDecision, RoutingStrategy};
+    /// let event = Event::from(RoutingDecision {
+    ///     task_id: "task-1".into(),
+    ///     selected_agent: "agent-a".into(),
+    ///     strategy: RoutingStrategy::Random,
+    ///     confidence: 0.5,
+    ///     alternatives: vec![],
+    ///     rationale: String::new(),
+    /// });
+    /// assert_eq!(event.agent_id(), Some("agent-a"));
+    /// assert_eq!(event.execution_id(), None);
+    /// ```
+    pub fn agent_id(&self) -> Option<&str> {
+        match self {
+            Event::AgentRegistered(e) => Some(&e.agent_id),
+            Event::AgentStatusChanged(e) => Some(&e.agent_id),
+            Event::RoutingDecision(e) => Some(&e.selected_agent),
+            Event::TaskStarted(e) => Some(&e.agent_id),
+            Event::TaskCompleted(e) => Some(&e.agent_id),
+            Event::TaskAbandoned(e) => Some(&e.agent_id),
+            Event::ConstitutionalValidation(e) => Some(&e.agent_id),
+            Event::ThinkingBudgetAllocated(_)
+            | Event::ThinkingBudgetUsed(_)
+            | Event::MinimalityEvaluated(_)
+            | Event::JudgmentRecorded(_)
+            | Event::EvaluationOutcome(_)
+            | Event::RlTrainingMetrics(_)
+            | Event::Custom(_) => None,
+        }
+    }
+
+    /// The execution this event belongs to: [`TaskStarted`], [`TaskCompleted`] and
+    /// [`TaskAbandoned`] carry one.
+    ///
+    /// ```
+    /// use arbiter_events::{Event, TaskAbandoned};
+    /// let event = Event::from(TaskAbandoned {
+    ///     execution_id: "exec-1".into(),
+    ///     task_id: "task-1".into(),
+    ///     agent_id: "agent-a".into(),
+    ///     duration_ms: 12.0,
+    /// });
+    /// assert_eq!(event.execution_id(), Some("exec-1"));
+    /// ```
+    pub fn execution_id(&self) -> Option<&str> {
+        match self {
+            Event::TaskStarted(e) => Some(&e.execution_id),
+            Event::TaskCompleted(e) => Some(&e.execution_id),
+            Event::TaskAbandoned(e) => Some(&e.execution_id),
+            _ => None,
+        }
+    }
+}

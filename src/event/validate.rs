@@ -61,6 +61,16 @@ pub enum Rule {
         /// The deepest level allowed.
         max: usize,
     },
+    /// An `occurred_at` was further from the ingest time than the skew window allows
+    /// (`limits.max_occurred_past_secs` before, `limits.max_occurred_future_secs` after).
+    OutsideSkewWindow {
+        /// `occurred_at` minus the ingest time, in nanoseconds (negative: in the past).
+        skew_nanos: i128,
+        /// How far in the past it may be.
+        max_past: std::time::Duration,
+        /// How far in the future it may be.
+        max_future: std::time::Duration,
+    },
 }
 
 impl fmt::Display for Rule {
@@ -78,6 +88,22 @@ impl fmt::Display for Rule {
             }
             Rule::TooMany { len, max } => write!(f, "holds {len} items, the limit is {max}"),
             Rule::TooDeep { max } => write!(f, "is nested deeper than {max} levels"),
+            Rule::OutsideSkewWindow {
+                skew_nanos,
+                max_past,
+                max_future,
+            } => {
+                let skew = std::time::Duration::from_nanos(
+                    u64::try_from(skew_nanos.unsigned_abs()).unwrap_or(u64::MAX),
+                );
+                let side = if *skew_nanos < 0 { "before" } else { "after" };
+                write!(
+                    f,
+                    "is {skew:?} {side} the ingest time, outside the window of {max_past:?} \
+                     before to {max_future:?} after; check the clock, or widen \
+                     limits.max_occurred_past_secs / limits.max_occurred_future_secs"
+                )
+            }
         }
     }
 }
@@ -107,6 +133,14 @@ pub struct ValidationError {
 }
 
 impl ValidationError {
+    pub(crate) fn occurred_at(kind: EventKind, rule: Rule) -> ValidationError {
+        ValidationError {
+            kind,
+            field: "occurred_at".to_owned(),
+            rule,
+        }
+    }
+
     /// The kind of the rejected event.
     pub fn kind(&self) -> EventKind {
         self.kind

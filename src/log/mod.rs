@@ -29,6 +29,7 @@ use segment::{OpenSegmentError, Scan, ScanError, SegmentHeader, Step};
 use state::{StateFile, SyncedState};
 use summary::Summary;
 
+pub use dir::KeyRotation;
 pub(crate) use read::export_from_disk;
 pub use read::{DataDir, SegmentReport, VerifyReport};
 
@@ -459,6 +460,21 @@ impl LogWriter {
         if self.is_closed() {
             return;
         }
+        // Records after a lost range reach disk only once the range is noted there: a
+        // segment past a gap that `pruned.json` does not explain could not be reopened.
+        // Until the note can be written (a full disk), they stay in memory only.
+        if self.pruned_unwritten {
+            self.write_pruned();
+            if self.pruned_unwritten {
+                self.file = None;
+                if let (Some(first), Some(last)) = (frames.first(), frames.last()) {
+                    self.unpersisted += frames.len() as u64;
+                    self.removed
+                        .note(first.meta.seq, last.meta.seq, GapReason::Unpersisted);
+                }
+                return;
+            }
+        }
         let mut i = 0;
         while i < frames.len() {
             let first = frames[i].meta.seq;
@@ -578,6 +594,7 @@ impl LogWriter {
         if self.dirty {
             self.sync();
         }
+        self.write_pruned();
         if !self.is_closed() {
             self.publish(true);
             if self.file.is_some() {

@@ -252,7 +252,8 @@ impl DataDir {
         let published = state::read(&self.root)?;
         let bound = published.as_ref().and_then(SyncedState::reader_bound);
         export_from_disk(&self.root, &mut b, bound, None)?;
-        let mut export = b.finish(None);
+        let seal = crate::export::dir_seal(&self.root, b.key_id())?;
+        let mut export = b.finish(None, seal);
         // Under `buffered` (or in a directory that never published a synced position)
         // the records past the synced position may be taken back by a machine crash.
         let synced = published.map_or(0, |s| s.synced_through);
@@ -321,25 +322,10 @@ impl DataDir {
     /// # Errors
     /// [`StorageError::Io`] or [`StorageError::BadCursor`].
     pub fn consumers(&self) -> Result<Vec<(String, Cursor)>, StorageError> {
-        let folder = self.root.join(dir::CONSUMERS);
-        let mut out = Vec::new();
-        let entries = match std::fs::read_dir(&folder) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-            Err(e) => return Err(StorageError::io("list", &folder)(e)),
-        };
-        for entry in entries {
-            let entry = entry.map_err(StorageError::io("list", &folder))?;
-            let name = entry.file_name();
-            let Some(name) = name.to_str().and_then(|n| n.strip_suffix(".json")) else {
-                continue;
-            };
-            if dir::check_consumer(name).is_ok() {
-                out.push((name.to_owned(), self.committed(name)?));
-            }
-        }
-        out.sort();
-        Ok(out)
+        self.consumer_cursors()?
+            .into_iter()
+            .map(|(name, cursor)| cursor.map(|c| (name, c)))
+            .collect()
     }
 
     /// Reads every frame of every segment and checks it; `progress` is called with the
@@ -396,11 +382,19 @@ impl DataDir {
             }
         };
         let mut done_bytes = 0;
+        // Read after listing: a writer notes a deletion there before it deletes.
+        let removed = dir::read_pruned(&self.root)?;
+        // The seq the next segment should start at, checked as the writer's recovery
+        // does (not after a damaged or vanished segment, which is reported already).
+        let mut next_seq = Some(1);
         for (i, (named, path)) in listed.iter().enumerate() {
             let last = i + 1 == listed.len();
             let bytes = match std::fs::metadata(path) {
                 Ok(m) => m.len(),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    next_seq = None;
+                    continue;
+                }
                 Err(e) => return Err(StorageError::io("read", path)(e)),
             };
             let mut seg = SegmentReport {
@@ -491,6 +485,7 @@ impl DataDir {
                     }
                 }
                 Err(OpenSegmentError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                    next_seq = None;
                     continue;
                 }
                 Err(OpenSegmentError::Io(e)) => return Err(StorageError::io("read", path)(e)),
@@ -500,6 +495,23 @@ impl DataDir {
                 }
                 Err(OpenSegmentError::Header(reason)) => seg.damage = Some((0, reason.into())),
             }
+            let frames_ok = seg.damage.is_none();
+            // Seqs missing before this segment that no deletion explains (its frames
+            // are still read and counted).
+            if frames_ok
+                && let Some(next) = next_seq
+                && *named > next
+                && !removed.covers(next, named - 1)
+            {
+                seg.damage = Some((
+                    0,
+                    format!(
+                        "seqs {next}..={} are missing before this segment and were never deleted",
+                        named - 1
+                    ),
+                ));
+            }
+            next_seq = frames_ok.then(|| named.saturating_add(seg.records));
             done_bytes += bytes;
             progress(done_bytes);
             report.records += seg.records;

@@ -618,8 +618,8 @@ pub(crate) fn wait_until(
     Ok(())
 }
 
-/// A clock the test can stop: while its gate is closed every wall-clock reading blocks,
-/// which holds the ingest worker at its next commit.
+/// A clock the test can stop: while its gate is closed every wall-clock reading on the
+/// collector's threads blocks, which holds the ingest worker at its next commit.
 #[derive(Debug, Clone)]
 pub(crate) struct GatedClock {
     time: ManualClock,
@@ -712,7 +712,14 @@ impl GatedClock {
 
 impl Clock for GatedClock {
     fn now_unix_nanos(&self) -> i64 {
-        self.gate.pass();
+        // Only the collector's own threads are held: producers read the clock in
+        // `record()` to stamp events, and must not be stopped by the gate.
+        let collector_thread = thread::current()
+            .name()
+            .is_some_and(|n| n.starts_with("arbiter-events-"));
+        if collector_thread {
+            self.gate.pass();
+        }
         self.time.now_unix_nanos()
     }
 

@@ -1,5 +1,6 @@
 use std::collections::BTreeMap;
 use std::fs;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,14 +10,14 @@ use std::time::{Duration, Instant};
 use arbiter_events::{
     AgentRegistered, AgentStatus, AgentStatusChanged, Alternative, Attributes, Baseline, Collector,
     Complexity, Config, ConstitutionalValidation, Cursor, Custom, EvaluationOutcome, Event, Export,
-    ExportRequest, JudgmentRecorded, MinimalityEvaluated, OutcomeStatus, Overflow,
-    RlTrainingMetrics, RoutingDecision, RoutingStrategy, Severity, Stats, TaskOutcome,
-    ThinkingBudgetAllocated, ThinkingBudgetUsed, Violation,
+    ExportRequest, JudgmentRecorded, KeyRotation, MinimalityEvaluated, OutcomeStatus, Overflow,
+    RlTrainingMetrics, RoutingDecision, RoutingStrategy, Severity, Stats, StorageStats,
+    TaskOutcome, ThinkingBudgetAllocated, ThinkingBudgetUsed, Violation,
 };
 use fastrand::Rng;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::{CliResult, default_data_dir};
+use crate::{CliResult, Out, default_data_dir};
 
 /// How long the final flush and shutdown may take.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -30,31 +31,43 @@ const CAPABILITIES: [&str; 5] = [
     "triage",
 ];
 
+/// The most producer threads `demo` starts.
+pub(crate) const MAX_THREADS: u64 = 256;
+/// Run folders tried in one second before giving up (`run-<secs>-seed<seed>-<n>`).
+const MAX_RUN_DIRS_PER_SECOND: u32 = 1000;
+
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
     /// Tasks to simulate (each records about ten events).
     #[arg(long, default_value_t = 20_000)]
     tasks: u64,
-    /// Producer threads.
-    #[arg(long, default_value_t = 4)]
-    threads: usize,
+    /// Producer threads, 1 to 256.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=MAX_THREADS))]
+    threads: u64,
     /// Seed of the simulation: the same seed records the same events.
     #[arg(long, default_value_t = 42)]
     seed: u64,
-    /// The data directory: records, the key and the exports live here; runs accumulate.
-    #[arg(long, default_value_os_t = default_data_dir())]
-    data_dir: PathBuf,
-    /// A TOML configuration file (default: the built-in defaults).
+    /// The data directory: records, the key and the exports live here; runs accumulate
+    /// [default: the config file's storage.data_dir, else ./arbiter-data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// A TOML configuration file; flags given here override it, and it overrides the
+    /// defaults.
     #[arg(long)]
     config: Option<PathBuf>,
     /// How often the simulated RL pipeline pulls an increment, in milliseconds.
     #[arg(long, default_value_t = 100)]
     pull_interval_ms: u64,
-    /// What producers do when the queue is full. The simulation records far faster than
-    /// an arbiter does, so it blocks by default; `drop-newest` (the library's default)
-    /// shows drops being counted instead. Ignored when --config is given.
-    #[arg(long, value_enum, default_value_t = OverflowArg::Block)]
-    overflow: OverflowArg,
+    /// What producers do when the queue is full [default: the config file's
+    /// queue.overflow, else block]. The simulation records far faster than an arbiter
+    /// does, so it blocks unless told otherwise; `drop-newest` (the library's default)
+    /// shows drops being counted instead.
+    #[arg(long, value_enum)]
+    overflow: Option<OverflowArg>,
+    /// Start a new key when the data directory's key file is missing or holds another
+    /// key than its segments were made under (new pseudonyms will not link to the old).
+    #[arg(long)]
+    rotate_key: bool,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -63,40 +76,161 @@ enum OverflowArg {
     DropNewest,
 }
 
-pub(crate) fn run(args: Args) -> CliResult {
-    if args.threads == 0 {
-        return Err("--threads must be at least 1".into());
-    }
-    let mut config = match &args.config {
-        Some(path) => Config::from_file(path)?,
-        None => {
-            let mut c = Config::default();
-            c.queue.overflow = match args.overflow {
-                OverflowArg::Block => Overflow::Block,
-                OverflowArg::DropNewest => Overflow::DropNewest,
-            };
-            c
+/// Where a setting came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    Flag,
+    File,
+    Default,
+}
+
+/// A setting of the run and where it came from, for the summary.
+#[derive(Debug)]
+struct Setting {
+    name: &'static str,
+    value: String,
+    origin: Origin,
+    /// What the file said, when a flag overrode another value.
+    overridden: Option<String>,
+}
+
+impl Setting {
+    fn describe(&self, file: Option<&Path>) -> String {
+        let from = match (self.origin, file) {
+            (Origin::Flag, _) => format!("--{}", self.name.replace('_', "-")),
+            (Origin::File, Some(f)) => f.display().to_string(),
+            (Origin::File, None) | (Origin::Default, _) => "the demo's default".to_owned(),
+        };
+        let mut text = format!("{} = {} (from {from}", self.name, self.value);
+        if let Some(was) = &self.overridden {
+            text.push_str(&format!("; the config file says {was}"));
         }
+        text.push(')');
+        text
+    }
+}
+
+/// The configuration for this run: flags over the file, the file over the defaults.
+fn settle(args: &Args) -> Result<(Config, Vec<Setting>), Box<dyn std::error::Error + Send + Sync>> {
+    let (mut config, table) = match &args.config {
+        Some(path) => {
+            let config = Config::from_file(path)?;
+            // Which keys the file sets, to tell its values from the defaults.
+            let table: toml::Table = fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+                .parse()
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            (config, Some(table))
+        }
+        None => (Config::default(), None),
     };
-    config.storage.data_dir = Some(args.data_dir.clone());
-    let collector = Collector::new(config)?;
+    let in_file = |section: &str, key: &str| {
+        table
+            .as_ref()
+            .and_then(|t| t.get(section))
+            .and_then(|s| s.get(key))
+            .is_some()
+    };
+    let file_dir = config
+        .storage
+        .data_dir
+        .clone()
+        .filter(|_| in_file("storage", "data_dir"));
+    let (dir, origin) = match (&args.data_dir, &file_dir) {
+        (Some(d), _) => (d.clone(), Origin::Flag),
+        (None, Some(d)) => (d.clone(), Origin::File),
+        (None, None) => (default_data_dir(), Origin::Default),
+    };
+    let dir_setting = Setting {
+        name: "data_dir",
+        value: dir.display().to_string(),
+        origin,
+        overridden: file_dir
+            .filter(|f| origin == Origin::Flag && *f != dir)
+            .map(|f| f.display().to_string()),
+    };
+    config.storage.data_dir = Some(dir);
+    let file_overflow = in_file("queue", "overflow").then_some(config.queue.overflow);
+    let (overflow, origin) = match (args.overflow, file_overflow) {
+        (Some(OverflowArg::Block), _) => (Overflow::Block, Origin::Flag),
+        (Some(OverflowArg::DropNewest), _) => (Overflow::DropNewest, Origin::Flag),
+        (None, Some(o)) => (o, Origin::File),
+        (None, None) => (Overflow::Block, Origin::Default),
+    };
+    let overflow_setting = Setting {
+        name: "overflow",
+        value: wire_name(&overflow),
+        origin,
+        overridden: file_overflow
+            .filter(|f| origin == Origin::Flag && *f != overflow)
+            .map(|f| wire_name(&f)),
+    };
+    config.queue.overflow = overflow;
+    Ok((config, vec![dir_setting, overflow_setting]))
+}
+
+/// Makes a run folder no earlier run used, even one in the same second.
+fn new_run_dir(
+    exports: &Path,
+    seed: u64,
+) -> Result<PathBuf, Box<dyn std::error::Error + Send + Sync>> {
+    fs::create_dir_all(exports).map_err(|e| format!("cannot create {}: {e}", exports.display()))?;
+    let secs = unix_seconds();
+    for n in 1..=MAX_RUN_DIRS_PER_SECOND {
+        let name = if n == 1 {
+            format!("run-{secs}-seed{seed}")
+        } else {
+            format!("run-{secs}-seed{seed}-{n}")
+        };
+        let dir = exports.join(name);
+        match fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(format!("cannot create {}: {e}", dir.display()).into()),
+        }
+    }
+    Err(format!(
+        "cannot create a new run folder in {}: {MAX_RUN_DIRS_PER_SECOND} runs already started this second",
+        exports.display()
+    )
+    .into())
+}
+
+pub(crate) fn run(args: Args) -> CliResult {
+    let (config, settings) = settle(&args)?;
+    let data_dir = config
+        .storage
+        .data_dir
+        .clone()
+        .unwrap_or_else(default_data_dir);
+    let rotation = if args.rotate_key {
+        KeyRotation::Rotate
+    } else {
+        KeyRotation::Refuse
+    };
+    let collector = Collector::builder()
+        .config(config)
+        .key_rotation(rotation)
+        .build()?;
     // This run's increments start after what earlier runs left in the directory.
     let first_cursor = Cursor::after_seq(collector.stats().last_seq.unwrap_or(0));
-    let run_dir =
-        args.data_dir
-            .join("exports")
-            .join(format!("run-{}-seed{}", unix_seconds(), args.seed));
-    fs::create_dir_all(&run_dir)
-        .map_err(|e| format!("cannot create {}: {e}", run_dir.display()))?;
+    let run_dir = new_run_dir(&data_dir.join("exports"), args.seed)?;
 
-    println!(
-        "arbiter-events demo: {} tasks on {} threads (seed {}, overflow {}), exports to {}",
+    let mut out = Out::stdout();
+    writeln!(
+        out,
+        "arbiter-events demo: {} tasks on {} threads (seed {}), exports to {}",
         args.tasks,
         args.threads,
         args.seed,
-        wire_name(&collector.config().queue.overflow),
         run_dir.display()
-    );
+    )?;
+    let file = args.config.as_deref();
+    let described: Vec<String> = settings.iter().map(|s| s.describe(file)).collect();
+    writeln!(out, "settings: {}", described.join(", "))?;
+    if let Some(f) = file {
+        writeln!(out, "every other setting from {}", f.display())?;
+    }
     let progress = ProgressBar::new(args.tasks);
     progress.set_style(
         ProgressStyle::with_template(
@@ -118,13 +252,12 @@ pub(crate) fn run(args: Args) -> CliResult {
     let producers: Vec<_> = (0..args.threads)
         .map(|t| {
             let (collector, progress) = (collector.clone(), progress.clone());
-            let share = args.tasks / args.threads as u64
-                + u64::from((t as u64) < args.tasks % args.threads as u64);
+            let share = args.tasks / args.threads + u64::from(t < args.tasks % args.threads);
             let seed = args
                 .seed
                 .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-                .wrapping_add(t as u64);
-            thread::spawn(move || simulate(&collector, &progress, seed, t, share))
+                .wrapping_add(t);
+            thread::spawn(move || simulate(&collector, &progress, seed, t as usize, share))
         })
         .collect();
     for p in producers {
@@ -143,15 +276,13 @@ pub(crate) fn run(args: Args) -> CliResult {
         run_dir.join("stats.json"),
         serde_json::to_vec_pretty(&stats)?,
     )?;
-    report(&stats, recorded_in, stored_in, &pulled, &run_dir);
     collector.shutdown(DRAIN_TIMEOUT)?;
+    // Printed last: a reader that went away (`| head`) ends the command here, cleanly.
+    let mut text = Vec::new();
+    report(&mut text, &stats, recorded_in, stored_in, &pulled, &run_dir)?;
+    out.write_all(&text)?;
+    out.flush()?;
     Ok(())
-}
-
-fn unix_seconds() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// The simulated RL pipeline: pulls increments from a cursor and writes each to a file.
@@ -420,17 +551,26 @@ fn per_sec(count: u64, elapsed: Duration) -> f64 {
     count as f64 / elapsed.as_secs_f64().max(1e-9)
 }
 
-fn report(stats: &Stats, recorded_in: Duration, stored_in: Duration, pulled: &Pulled, dir: &Path) {
-    println!(
+fn report(
+    w: &mut impl Write,
+    stats: &Stats,
+    recorded_in: Duration,
+    stored_in: Duration,
+    pulled: &Pulled,
+    dir: &Path,
+) -> std::io::Result<()> {
+    writeln!(
+        w,
         "recorded {} events in {:.3} s ({:.0} events/s submitted); all stored after {:.3} s ({:.0} events/s end to end)",
         stats.submitted,
         recorded_in.as_secs_f64(),
         per_sec(stats.submitted, recorded_in),
         stored_in.as_secs_f64(),
         per_sec(stats.stored, stored_in),
-    );
+    )?;
     let d = &stats.dropped;
-    println!(
+    writeln!(
+        w,
         "accounting: submitted {} = stored {} + dropped {} (queue full {}, paused {}, disabled {}, shutdown {}) + rejected {} + in flight {}",
         stats.submitted,
         stats.stored,
@@ -441,27 +581,30 @@ fn report(stats: &Stats, recorded_in: Duration, stored_in: Duration, pulled: &Pu
         d.shutdown,
         stats.rejected,
         stats.in_flight
-    );
-    println!(
-        "retained {} records ({} bytes); pruned {} (age {}, capacity {}, cleared {})",
+    )?;
+    writeln!(
+        w,
+        "memory: retained {} records ({} bytes); pruned from memory {} (age {}, capacity {}, cleared {})",
         stats.retained,
         stats.retained_bytes,
         stats.pruned.total(),
         stats.pruned.age,
         stats.pruned.capacity,
         stats.pruned.cleared
-    );
-    println!("{:<28} {:>10} {:>10}", "kind", "stored", "retained");
+    )?;
+    writeln!(w, "{:<28} {:>10} {:>10}", "kind", "stored", "retained")?;
     for k in &stats.kinds {
-        println!(
+        writeln!(
+            w,
             "{:<28} {:>10} {:>10}",
             k.kind.as_str(),
             k.stored,
             k.retained
-        );
+        )?;
     }
     let t = &stats.tasks.lifetime;
-    println!(
+    writeln!(
+        w,
         "tasks: {} succeeded, {} failed, {} timed out, {} cancelled, {} abandoned; success rate {}; mean duration {}",
         t.succeeded,
         t.failed,
@@ -472,8 +615,9 @@ fn report(stats: &Stats, recorded_in: Duration, stored_in: Duration, pulled: &Pu
             .map_or("n/a".into(), |r| format!("{:.1}%", r * 100.0)),
         t.mean_duration_ms
             .map_or("n/a".into(), |m| format!("{m:.3} ms")),
-    );
-    println!(
+    )?;
+    writeln!(
+        w,
         "anonymization: {}, key_id {}, key from {}",
         wire_name(&stats.anonymization),
         stats.key_id.as_deref().unwrap_or("none"),
@@ -481,13 +625,67 @@ fn report(stats: &Stats, recorded_in: Duration, stored_in: Duration, pulled: &Pu
             .key_origin
             .as_ref()
             .map_or_else(|| "nowhere".to_owned(), wire_name),
-    );
-    println!(
+    )?;
+    writeln!(
+        w,
         "exports: {} increments, {} records, {} records missed (gaps), next cursor {} -> {}",
         pulled.files,
         pulled.records,
         pulled.gaps,
         pulled.cursor.seq(),
         dir.display()
-    );
+    )?;
+    if let Some(s) = &stats.storage {
+        storage_report(w, s)?;
+    }
+    Ok(())
+}
+
+/// The data directory's side: what is on disk, what opening it found, what failed.
+fn storage_report(w: &mut impl Write, s: &StorageStats) -> std::io::Result<()> {
+    let seqs = match (s.first_seq, s.records) {
+        (Some(first), n) if n > 0 => format!(", seq {first}..={}", first + n - 1),
+        _ => String::new(),
+    };
+    writeln!(
+        w,
+        "disk: {} records in {} segments ({} bytes{seqs}) in {}, durability {}, synced through seq {}; pruned from disk {} (age {}, capacity {}, cleared {}) in {} segments",
+        s.records,
+        s.segments,
+        s.disk_bytes,
+        s.data_dir.display(),
+        wire_name(&s.durability),
+        s.synced_through_seq
+            .map_or_else(|| "none".to_owned(), |q| q.to_string()),
+        s.pruned.total(),
+        s.pruned.age,
+        s.pruned.capacity,
+        s.pruned.cleared,
+        s.pruned_segments,
+    )?;
+    let r = &s.recovery;
+    writeln!(
+        w,
+        "recovery on open: {} segments, {} records; cut {} bytes ({} frames) of an unfinished write; {} damaged spans set aside",
+        r.segments,
+        r.records,
+        r.truncated_bytes,
+        r.truncated_frames,
+        r.damage.len(),
+    )?;
+    writeln!(
+        w,
+        "write errors: {}; {} records not on disk (kept in memory){}",
+        s.write_errors,
+        s.unpersisted,
+        s.last_error
+            .as_ref()
+            .map_or_else(String::new, |e| format!("; last: {e}")),
+    )
+}
+
+fn unix_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }

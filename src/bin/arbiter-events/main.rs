@@ -4,12 +4,20 @@
 //! - `export` writes an incremental export from the data directory (for a named
 //!   consumer, committing its cursor once the file is durable).
 //! - `stats` and `verify` read the data directory; `inspect FILE` reads an export.
+//! - `report` prints what operators read: figures, percentiles and trends over a window,
+//!   overall or per agent, kind or strategy, as a table, JSON or an HTML page.
+//! - `repair` sets damage aside as `on_damage = "truncate"` does; `consumer reset`
+//!   moves a consumer's committed cursor.
+//! - `verify-export FILE --mac-key-file F` checks an export's MAC; `key mac` prints the
+//!   data directory's MAC key.
 //!
 //! Every command that reads the data directory works while a collector writes it.
 
 mod data;
 mod demo;
+mod html;
 mod inspect;
+mod report;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,14 +42,26 @@ struct Cli {
 enum Command {
     /// Simulate an arbiter on several threads, recording into the data directory.
     Demo(demo::Args),
-    /// Export records from the data directory as MessagePack.
+    /// Export records from the data directory as MessagePack or JSON Lines.
     Export(data::ExportArgs),
     /// Print the data directory's counts and consumers as JSON.
     Stats(data::DirArg),
     /// Check every frame of every segment; exit code 2 when damage is found.
     Verify(data::DirArg),
+    /// Set damage aside as storage.on_damage = "truncate" does, and say what moved.
+    Repair(data::RepairArgs),
+    /// Manage a consumer's committed cursor.
+    #[command(subcommand)]
+    Consumer(data::ConsumerCommand),
     /// Verify an export file and print its records as JSON Lines.
     Inspect(inspect::Args),
+    /// Report on a window of the data directory: table, JSON or an HTML page.
+    Report(report::Args),
+    /// Verify an export file's MAC with a MAC key: refuses any change, and files without one.
+    VerifyExport(inspect::VerifyArgs),
+    /// Print the data directory's keys for handing to consumers.
+    #[command(subcommand)]
+    Key(inspect::KeyCommand),
 }
 
 fn main() -> ExitCode {
@@ -52,10 +72,17 @@ fn main() -> ExitCode {
         Command::Export(args) => success(data::export(args)),
         Command::Stats(args) => success(data::stats(args)),
         Command::Verify(args) => data::verify(args),
+        Command::Repair(args) => success(data::repair(args)),
+        Command::Consumer(command) => success(data::consumer(command)),
         Command::Inspect(args) => success(inspect::run(args)),
+        Command::Report(args) => success(report::run(args)),
+        Command::VerifyExport(args) => success(inspect::verify(args)),
+        Command::Key(command) => success(inspect::key(command)),
     };
     match result {
         Ok(code) => code,
+        // The reader went away (`| head`): nothing more can be said, and that is fine.
+        Err(e) if is_broken_pipe(e.as_ref()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
@@ -65,6 +92,41 @@ fn main() -> ExitCode {
 
 /// An error for the command line: one line, with what to do.
 type CliResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+/// Whether `e`, or an error it wraps, is a write to a closed pipe.
+fn is_broken_pipe(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+        {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
+/// Standard output for the commands: written with `write!`, so a closed pipe comes back
+/// as an error that ends the command cleanly instead of the panic `println!` gives.
+#[derive(Debug)]
+pub(crate) struct Out(std::io::StdoutLock<'static>);
+
+impl Out {
+    pub(crate) fn stdout() -> Out {
+        Out(std::io::stdout().lock())
+    }
+}
+
+impl std::io::Write for Out {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
 
 fn default_data_dir() -> PathBuf {
     PathBuf::from(DEFAULT_DATA_DIR)

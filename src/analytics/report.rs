@@ -1,0 +1,535 @@
+//! Reports: the figures of a window of buckets, overall or per group, with a trend.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use super::aggregates::{Aggregates, Bucket, STRATEGIES};
+use super::sketch::{Series, Summary};
+use super::tally::{ABANDONED, OTHER_RULES, Tally};
+use sketches_ddsketch::Config as SketchConfig;
+
+use crate::clock::{datetime, unix_nanos};
+use crate::event::EventKind;
+
+/// CAWS rules listed per group, most violated first.
+pub const TOP_RULES: usize = 10;
+
+/// The group a report row stands for when agents beyond `analytics.max_agents` were
+/// folded together.
+pub const OTHER_GROUP: &str = "other";
+
+/// Which records a report covers, by record time. A report covers whole buckets: the
+/// window is widened to bucket edges, and the report says what it covered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Window {
+    /// The last `Duration` up to now (the collector's clock, or the newest record read
+    /// back from a data directory).
+    Last(Duration),
+    /// From `since` (inclusive) to `until` (exclusive).
+    Between {
+        /// The start.
+        since: OffsetDateTime,
+        /// The end.
+        until: OffsetDateTime,
+    },
+}
+
+/// How a report's rows are grouped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Grouping {
+    /// One row for everything.
+    #[default]
+    Overall,
+    /// One row per agent (by pseudonym when anonymization is on), then `other`.
+    ByAgent,
+    /// One row per event kind.
+    ByKind,
+    /// One row per routing strategy, counting the events of tasks routed with it.
+    ByStrategy,
+}
+
+/// Whether rows carry their figures bucket by bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Trend {
+    /// Each row has a point per bucket of the window.
+    #[default]
+    PerBucket,
+    /// Rows have only the window's figures.
+    None,
+}
+
+/// What to report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReportRequest {
+    /// The records covered.
+    pub window: Window,
+    /// The rows.
+    pub grouping: Grouping,
+    /// With [`Grouping::ByAgent`], only this agent's row (as reports name it).
+    pub agent: Option<String>,
+    /// Per-bucket points.
+    pub trend: Trend,
+}
+
+impl ReportRequest {
+    /// The last `window` up to now, overall, with a trend.
+    pub fn last(window: Duration) -> ReportRequest {
+        ReportRequest {
+            window: Window::Last(window),
+            grouping: Grouping::Overall,
+            agent: None,
+            trend: Trend::PerBucket,
+        }
+    }
+
+    /// `since` (inclusive) to `until` (exclusive), overall, with a trend.
+    pub fn between(since: OffsetDateTime, until: OffsetDateTime) -> ReportRequest {
+        ReportRequest {
+            window: Window::Between { since, until },
+            ..ReportRequest::last(Duration::ZERO)
+        }
+    }
+
+    /// Groups the rows.
+    pub fn by(mut self, grouping: Grouping) -> ReportRequest {
+        self.grouping = grouping;
+        self
+    }
+
+    /// One agent's row only (implies [`Grouping::ByAgent`]).
+    pub fn agent(mut self, agent: impl Into<String>) -> ReportRequest {
+        self.grouping = Grouping::ByAgent;
+        self.agent = Some(agent.into());
+        self
+    }
+
+    /// Whether rows carry per-bucket points.
+    pub fn trend(mut self, trend: Trend) -> ReportRequest {
+        self.trend = trend;
+        self
+    }
+}
+
+/// A report: the window it covered and one row per group.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct Report {
+    /// The first instant covered (a bucket edge).
+    #[serde(with = "time::serde::rfc3339")]
+    pub since: OffsetDateTime,
+    /// The first instant after the window (a bucket edge).
+    #[serde(with = "time::serde::rfc3339")]
+    pub until: OffsetDateTime,
+    /// Width of one bucket, in seconds.
+    pub bucket_secs: u64,
+    /// The rows' grouping.
+    pub grouping: Grouping,
+    /// Records in the window.
+    pub records: u64,
+    /// Agents folded into the `other` row since the aggregates began.
+    pub folded_agents: u64,
+    /// The rows: `overall` first for [`Grouping::Overall`], else one per group with
+    /// records in the window, largest first (then by name), `other` last.
+    pub groups: Vec<GroupReport>,
+}
+
+/// One row.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct GroupReport {
+    /// `overall`, the agent, the event kind, the strategy, or `other`.
+    pub group: String,
+    /// The figures of the whole window.
+    pub figures: Figures,
+    /// The figures bucket by bucket, oldest first (buckets with no record are left out).
+    pub trend: Vec<TrendPoint>,
+}
+
+/// One bucket of a row's trend.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct TrendPoint {
+    /// The bucket's start.
+    #[serde(with = "time::serde::rfc3339")]
+    pub start: OffsetDateTime,
+    /// Its figures.
+    pub figures: Figures,
+}
+
+/// The figures of a row or a bucket.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct Figures {
+    /// Records.
+    pub events: u64,
+    /// Records per event kind (kinds with none left out).
+    pub by_kind: BTreeMap<&'static str, u64>,
+    /// Task ends.
+    pub tasks: TaskFigures,
+    /// Task duration (completed and abandoned), milliseconds.
+    pub duration_ms: Option<Summary>,
+    /// Tokens consumed by completed tasks.
+    pub tokens_consumed: u64,
+    /// Thinking budgets used.
+    pub budget: BudgetFigures,
+    /// Constitutional (CAWS) validations.
+    pub caws: CawsFigures,
+    /// Judgment overall scores.
+    pub judgment_score: Option<Summary>,
+    /// Evaluation outcomes.
+    pub evaluation: EvaluationFigures,
+    /// Routing decisions' confidence.
+    pub routing_confidence: Option<Summary>,
+    /// RL training metrics.
+    pub training: TrainingFigures,
+}
+
+/// How tasks ended.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct TaskFigures {
+    /// Ends of every kind.
+    pub ended: u64,
+    /// Completed, succeeded.
+    pub succeeded: u64,
+    /// Completed, failed.
+    pub failed: u64,
+    /// Completed, timed out.
+    pub timed_out: u64,
+    /// Completed, cancelled.
+    pub cancelled: u64,
+    /// Dropped without completion.
+    pub abandoned: u64,
+    /// `succeeded / ended`, when any ended.
+    pub success_rate: Option<f64>,
+    /// `(failed + timed_out) / ended`, when any ended.
+    pub error_rate: Option<f64>,
+}
+
+/// Thinking-budget use.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct BudgetFigures {
+    /// Uses recorded.
+    pub uses: u64,
+    /// Uses over their allocation.
+    pub overspent: u64,
+    /// `overspent / uses`, when any.
+    pub overspent_share: Option<f64>,
+    /// `tokens_used / tokens_allocated` per use.
+    pub utilization: Option<Summary>,
+    /// Uses per utilization band: `[0, 0.25)`, `[0.25, 0.5)`, … `[1.5, 1.75)`, then
+    /// `1.75` and over (uses with no allocation are left out).
+    pub utilization_bands: [u64; 8],
+}
+
+/// CAWS validations.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct CawsFigures {
+    /// Validations.
+    pub validations: u64,
+    /// Valid ones.
+    pub passed: u64,
+    /// `passed / validations`, when any.
+    pub pass_rate: Option<f64>,
+    /// Violations by severity.
+    pub violations: SeverityCounts,
+    /// The most violated rules, at most [`TOP_RULES`], most first.
+    pub top_rules: Vec<RuleCount>,
+    /// Compliance scores.
+    pub compliance: Option<Summary>,
+}
+
+/// Violations per severity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct SeverityCounts {
+    /// Low.
+    pub low: u64,
+    /// Medium.
+    pub medium: u64,
+    /// High.
+    pub high: u64,
+    /// Critical.
+    pub critical: u64,
+}
+
+/// One rule's violations.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct RuleCount {
+    /// The rule id, or `(other)`.
+    pub rule: String,
+    /// Violations of it.
+    pub violations: u64,
+}
+
+/// Evaluation outcomes.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct EvaluationFigures {
+    /// Outcomes.
+    pub count: u64,
+    /// Passed ones.
+    pub passed: u64,
+    /// `passed / count`, when any.
+    pub pass_rate: Option<f64>,
+    /// Scores.
+    pub score: Option<Summary>,
+}
+
+/// RL training metrics as series.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct TrainingFigures {
+    /// Average reward.
+    pub reward: Option<Series>,
+    /// Policy loss.
+    pub policy_loss: Option<Series>,
+    /// Value loss.
+    pub value_loss: Option<Series>,
+    /// KL divergence.
+    pub kl_divergence: Option<Series>,
+}
+
+fn ratio(n: u64, d: u64) -> Option<f64> {
+    (d > 0).then(|| n as f64 / d as f64)
+}
+
+impl Figures {
+    pub(crate) fn of(t: &Tally) -> Figures {
+        let count = |k: EventKind| t.events[k.index()];
+        let ends = t.task_ends;
+        let ended: u64 = ends.iter().sum();
+        let uses = count(EventKind::ThinkingBudgetUsed);
+        let validations = count(EventKind::ConstitutionalValidation);
+        let evaluations = count(EventKind::EvaluationOutcome);
+        let mut rules: Vec<RuleCount> = t
+            .rules
+            .iter()
+            .map(|(rule, n)| RuleCount {
+                rule: rule.to_string(),
+                violations: *n,
+            })
+            .collect();
+        rules.sort_by(|a, b| {
+            (a.rule == OTHER_RULES)
+                .cmp(&(b.rule == OTHER_RULES))
+                .then(b.violations.cmp(&a.violations))
+                .then(a.rule.cmp(&b.rule))
+        });
+        rules.truncate(TOP_RULES);
+        Figures {
+            events: t.total_events(),
+            by_kind: EventKind::ALL
+                .iter()
+                .filter(|k| count(**k) > 0)
+                .map(|k| (k.as_str(), count(*k)))
+                .collect(),
+            tasks: TaskFigures {
+                ended,
+                succeeded: ends[0],
+                failed: ends[1],
+                timed_out: ends[2],
+                cancelled: ends[3],
+                abandoned: ends[ABANDONED],
+                success_rate: ratio(ends[0], ended),
+                error_rate: ratio(ends[1] + ends[2], ended),
+            },
+            duration_ms: t.duration_ms.summary(),
+            tokens_consumed: t.tokens_consumed,
+            budget: BudgetFigures {
+                uses,
+                overspent: t.budget_overspent,
+                overspent_share: ratio(t.budget_overspent, uses),
+                utilization: t.budget_utilization.summary(),
+                utilization_bands: t.budget_bands,
+            },
+            caws: CawsFigures {
+                validations,
+                passed: t.caws_passed,
+                pass_rate: ratio(t.caws_passed, validations),
+                violations: SeverityCounts {
+                    low: t.violations[0],
+                    medium: t.violations[1],
+                    high: t.violations[2],
+                    critical: t.violations[3],
+                },
+                top_rules: rules,
+                compliance: t.compliance.summary(),
+            },
+            judgment_score: t.judgment.summary(),
+            evaluation: EvaluationFigures {
+                count: evaluations,
+                passed: t.evaluations_passed,
+                pass_rate: ratio(t.evaluations_passed, evaluations),
+                score: t.evaluation.summary(),
+            },
+            routing_confidence: t.confidence.summary(),
+            training: TrainingFigures {
+                reward: t.reward.series(),
+                policy_loss: t.policy_loss.series(),
+                value_loss: t.value_loss.series(),
+                kl_divergence: t.kl_divergence.series(),
+            },
+        }
+    }
+}
+
+/// A row under construction: the window's tally and the per-bucket points.
+struct Row {
+    name: String,
+    total: Tally,
+    trend: Vec<(i64, Tally)>,
+}
+
+impl Row {
+    fn new(name: String) -> Row {
+        Row {
+            name,
+            total: Tally::default(),
+            trend: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, config: &SketchConfig, start: i64, tally: &Tally, trend: Trend) {
+        if tally.total_events() == 0 {
+            return;
+        }
+        self.total.merge(config, tally);
+        if trend == Trend::PerBucket {
+            self.trend.push((start, tally.clone()));
+        }
+    }
+
+    fn finish(self) -> GroupReport {
+        GroupReport {
+            group: self.name,
+            figures: Figures::of(&self.total),
+            trend: self
+                .trend
+                .iter()
+                .map(|(start, t)| TrendPoint {
+                    start: datetime(*start),
+                    figures: Figures::of(t),
+                })
+                .collect(),
+        }
+    }
+}
+
+impl Aggregates {
+    /// The report of `request`, with `now` the end of a [`Window::Last`].
+    pub(crate) fn report(&self, request: &ReportRequest, now: i64) -> Report {
+        let (since, until) = match request.window {
+            Window::Last(d) => {
+                let d = i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+                (now.saturating_sub(d), now)
+            }
+            Window::Between { since, until } => (unix_nanos(since), unix_nanos(until)),
+        };
+        // Whole buckets: from the one `since` falls in to the one before the edge at or
+        // after `until` (an instant exactly on an edge belongs to the bucket it starts).
+        let first = self.bucket_start(since);
+        let end = match self.bucket_start(until) {
+            edge if edge == until => edge,
+            edge => edge.saturating_add(self.width),
+        };
+        let end = end.max(first);
+        let window: Vec<&Bucket> = self
+            .buckets
+            .iter()
+            .filter(|b| b.start >= first && b.start < end)
+            .collect();
+        let trend = request.trend;
+        let mut rows: Vec<Row> = Vec::new();
+        let mut other = Row::new(OTHER_GROUP.to_string());
+        match request.grouping {
+            Grouping::Overall => {
+                let mut row = Row::new("overall".to_string());
+                for b in &window {
+                    let mut all = Tally::default();
+                    b.overall_into(&self.sketch, &mut all);
+                    row.add(&self.sketch, b.start, &all, trend);
+                }
+                rows.push(row);
+            }
+            Grouping::ByKind => {
+                for (i, kind) in EventKind::ALL.iter().enumerate() {
+                    let mut row = Row::new(kind.as_str().to_string());
+                    for b in &window {
+                        row.add(&self.sketch, b.start, &b.kinds[i], trend);
+                    }
+                    rows.push(row);
+                }
+            }
+            Grouping::ByStrategy => {
+                for (i, (_, name)) in STRATEGIES.iter().enumerate() {
+                    let mut row = Row::new(name.to_string());
+                    for b in &window {
+                        row.add(&self.sketch, b.start, &b.strategies[i], trend);
+                    }
+                    rows.push(row);
+                }
+            }
+            Grouping::ByAgent => {
+                let mut by_slot: BTreeMap<u32, Row> = BTreeMap::new();
+                for b in &window {
+                    for (slot, tally) in &b.agents {
+                        let Some(name) = self.agent_name(*slot) else {
+                            continue;
+                        };
+                        if request.agent.as_deref().is_some_and(|a| a != name) {
+                            continue;
+                        }
+                        by_slot
+                            .entry(*slot)
+                            .or_insert_with(|| Row::new(name.to_string()))
+                            .add(&self.sketch, b.start, tally, trend);
+                    }
+                    if request.agent.is_none() {
+                        other.add(&self.sketch, b.start, &b.other, trend);
+                    }
+                }
+                rows.extend(by_slot.into_values());
+            }
+        }
+        let mut groups: Vec<Row> = rows
+            .into_iter()
+            .filter(|r| r.total.total_events() > 0 || request.grouping == Grouping::Overall)
+            .collect();
+        if request.grouping != Grouping::Overall {
+            groups.sort_by(|a, b| {
+                b.total
+                    .total_events()
+                    .cmp(&a.total.total_events())
+                    .then_with(|| a.name.cmp(&b.name))
+            });
+        }
+        if other.total.total_events() > 0 {
+            groups.push(other);
+        }
+        Report {
+            since: datetime(first),
+            until: datetime(end),
+            bucket_secs: (self.width / 1_000_000_000) as u64,
+            grouping: request.grouping,
+            records: window
+                .iter()
+                .flat_map(|b| &b.kinds)
+                .map(Tally::total_events)
+                .sum(),
+            folded_agents: self.folded_agents,
+            groups: groups.into_iter().map(Row::finish).collect(),
+        }
+    }
+}
