@@ -3,8 +3,9 @@
 //!
 //! `cargo bench --bench durable` (options: `-- --events N` per ingest run, default
 //! 2,000,000; `--recovery-gib G`, default 1; `--dir PATH` for the scratch directory,
-//! default `target/bench-durable`; `--only NAME` runs one ingest case: `memory`,
-//! `buffered`, `every_batch` or `interval`)
+//! default `target/bench-durable`; `--only NAME` runs one case: `memory`, `buffered`,
+//! `every_batch`, `interval` or `open`; `--open-mb M` sizes the `open` directory,
+//! default 500)
 //!
 //! Ingest: 2 producer threads, `Overflow::Block`, anonymization on, the events split
 //! between them, a `flush` at the end, timed on the second of two runs into the same
@@ -12,7 +13,10 @@
 //! synced to disk). Recovery: a directory of G GiB is written once, then a collector is
 //! opened on it and timed until `build()` returns (every frame read and checked, the
 //! memory window rebuilt). Export: `DataDir::export` of every record from the start,
-//! in increments of 1,000,000 records.
+//! in increments of 1,000,000 records. Open: a directory of M MB is written once, then
+//! opened (and `survey`ed, as the CLI's `stats` does) twice: without the segment
+//! summaries (deleted first: every frame read, as before summaries existed, and the
+//! summaries rebuilt), then with them.
 
 #[path = "support/mod.rs"]
 mod support;
@@ -76,6 +80,78 @@ impl std::io::Write for Counted {
     }
 }
 
+/// Writes a directory of `mb` MB, then times opening it and surveying it without and
+/// with the segment summaries.
+fn open_case(base: &Path, events: &[Event], mb: u64) -> Result<(), Box<dyn std::error::Error>> {
+    let dir = scratch(base, "open")?;
+    {
+        let collector = Collector::new(config(&dir, Durability::Buffered))?;
+        loop {
+            ingest(&collector, events)?;
+            let on_disk = collector.stats().storage.map_or(0, |s| s.disk_bytes);
+            if on_disk >= mb * 1_000_000 {
+                break;
+            }
+        }
+        collector.shutdown(FLUSH)?;
+    }
+    // Read once so the page cache holds the files, as after a process crash.
+    let report = DataDir::open(&dir)?.verify(|_| {})?;
+    let open = |max_events: u64| -> Result<(f64, u64), Box<dyn std::error::Error>> {
+        let mut config = config(&dir, Durability::EveryBatch);
+        config.retention.max_events = max_events;
+        let started = Instant::now();
+        let collector = Collector::new(config)?;
+        let took = started.elapsed().as_secs_f64();
+        let window = collector.stats().recovered;
+        collector.shutdown(FLUSH)?;
+        Ok((took, window))
+    };
+    let stats = || -> Result<(f64, u64), Box<dyn std::error::Error>> {
+        let started = Instant::now();
+        let survey = DataDir::open(&dir)?.survey()?;
+        Ok((started.elapsed().as_secs_f64(), survey.records))
+    };
+    let print = |label: &str, (open, window): (f64, u64), (stats, records): (f64, u64)| {
+        println!(
+            "  {label:<22} open {open:>6.3} s (window of {window} records)  stats {stats:>6.3} s ({records} records)"
+        );
+    };
+    println!(
+        "open: {:.0} MB, {} records in {} segments",
+        report.bytes as f64 / 1e6,
+        report.records,
+        report.segments.len()
+    );
+    for entry in std::fs::read_dir(dir.join("segments"))? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "sum") {
+            std::fs::remove_file(path)?;
+        }
+    }
+    // Without summaries `stats` reads every frame; the open then rebuilds them.
+    let window = Config::default().retention.max_events;
+    let stats_before = stats()?;
+    let open_before = open(window)?;
+    print("without summaries", open_before, stats_before);
+    let open_after = open(window)?;
+    let stats_after = stats()?;
+    print("with summaries", open_after, stats_after);
+    // The window is what is left to read: with a small one, open is O(segments) but
+    // for the last segment.
+    for entry in std::fs::read_dir(dir.join("segments"))? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "sum") {
+            std::fs::remove_file(path)?;
+        }
+    }
+    let stats_before = stats()?;
+    print("window 1,000, without", open(1_000)?, stats_before);
+    let open_after = open(1_000)?;
+    print("window 1,000, with", open_after, stats()?);
+    Ok(())
+}
+
 fn scratch(base: &Path, name: &str) -> Result<PathBuf, Box<dyn std::error::Error>> {
     let dir = base.join(name);
     if dir.exists() {
@@ -89,6 +165,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut recovery_gib: f64 = 1.0;
     let mut base = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-durable");
     let mut only: Option<String> = None;
+    let mut open_mb: u64 = 500;
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -98,6 +175,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             "--dir" => base = PathBuf::from(it.next().ok_or("--dir needs a value")?),
             "--only" => only = Some(it.next().ok_or("--only needs a value")?),
+            "--open-mb" => open_mb = it.next().ok_or("--open-mb needs a value")?.parse()?,
             _ => {}
         }
     }
@@ -145,6 +223,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
 
+    if wanted("open") {
+        open_case(&base, &events, open_mb)?;
+    }
     if only.is_some() {
         std::fs::remove_dir_all(&base)?;
         return Ok(());

@@ -513,10 +513,16 @@ impl CollectorBuilder {
         let log = match (&dir, lock) {
             (Some(dir), Some(lock)) => {
                 let key_bytes = crate::log::key_id_bytes(key_id.as_deref());
-                let writer =
-                    LogWriter::open(dir, lock, &config.storage, key_bytes, |meta, bytes| {
+                let writer = LogWriter::open(
+                    dir,
+                    lock,
+                    &config.storage,
+                    config.retention.max_events,
+                    key_bytes,
+                    |meta, bytes| {
                         store.push_recovered(meta, bytes);
-                    })?;
+                    },
+                )?;
                 store.finish_recovery(writer.next_seq());
                 Some(writer)
             }

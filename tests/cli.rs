@@ -222,20 +222,28 @@ fn repair_sets_damage_aside_reports_it_and_keeps_the_valid_frames() -> TestResul
     let out = cli(&["repair", "--data-dir", d])?;
     assert!(out.status.success(), "{}", stderr(&out));
     let said = stdout(&out);
+    // Only the damaged frame is set aside: valid frames resume at the next one.
+    let next = frame_offset(&bytes, 11)?;
     assert!(
         said.contains(&format!(
             "moved {} bytes from byte {at} (expected seq 11)",
-            bytes.len() - at
+            next - at
         )),
         "{said}"
     );
     assert!(said.contains(".damaged"), "{said}");
-    // The valid frames are byte for byte what they were; the rest is set aside.
+    assert!(
+        said.contains(&format!("valid frames resume at byte {next} (seq 12)")),
+        "{said}"
+    );
+    // The valid frames are byte for byte what they were; only the span is set aside.
     let kept = std::fs::read(&segment)?;
     assert_eq!(kept, bytes[..at]);
     let mut aside = segment.clone().into_os_string();
     aside.push(".damaged");
-    assert_eq!(std::fs::read(PathBuf::from(aside))?, bytes[at..]);
+    assert_eq!(std::fs::read(PathBuf::from(aside))?, bytes[at..next]);
+    let moved = segment.with_file_name(format!("{:020}.seg", 12));
+    assert_eq!(std::fs::read(moved)?[32..], bytes[next..]);
 
     let out = cli(&["verify", "--data-dir", d])?;
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));

@@ -200,7 +200,13 @@ enum Effect {
     /// The file ends cleanly after `kept` whole frames.
     Clean { kept: usize },
     /// The bytes from `offset` on are not a valid frame; `kept` whole frames precede them.
-    Bad { offset: u64, kept: usize },
+    /// With `resumes`, the frames from that index on are intact (one flipped byte): only
+    /// the damaged frame is lost.
+    Bad {
+        offset: u64,
+        kept: usize,
+        resumes: Option<usize>,
+    },
 }
 
 impl Effect {
@@ -209,6 +215,19 @@ impl Effect {
         match self {
             Effect::Header | Effect::Short { .. } => 0,
             Effect::Clean { kept } | Effect::Bad { kept, .. } => kept,
+        }
+    }
+
+    /// The seqs of `s` this corruption loses: the damaged frame alone when valid frames
+    /// follow it, else everything from the first bad byte on.
+    fn lost(self, s: &Segment) -> Vec<u64> {
+        match self {
+            Effect::Bad {
+                kept,
+                resumes: Some(_),
+                ..
+            } => vec![s.first_seq + kept as u64],
+            _ => s.seqs().skip(self.kept()).collect(),
         }
     }
 }
@@ -229,6 +248,7 @@ fn apply(corruption: &Corruption, segments: &[Segment]) -> common::Result<(usize
                 Some(f) => Effect::Bad {
                     offset: s.frames[f].start,
                     kept: f,
+                    resumes: (f + 1 < s.frames.len()).then_some(f + 1),
                 },
             };
             (which, effect)
@@ -251,6 +271,7 @@ fn apply(corruption: &Corruption, segments: &[Segment]) -> common::Result<(usize
                 Effect::Bad {
                     offset: boundary,
                     kept,
+                    resumes: None,
                 }
             };
             (which, effect)
@@ -284,6 +305,7 @@ fn append(s: &Segment, tail: &[u8]) -> common::Result<Effect> {
     Ok(Effect::Bad {
         offset: s.len,
         kept: s.frames.len(),
+        resumes: None,
     })
 }
 
@@ -368,7 +390,11 @@ fn check_report(
             }
             Ok(false)
         }
-        Effect::Bad { offset, kept } => {
+        Effect::Bad {
+            offset,
+            kept,
+            resumes,
+        } => {
             // Only bytes after the synced position (the end of the last segment as
             // written) can be a torn write; anything before it is damage.
             if last && offset >= segment.len {
@@ -395,7 +421,29 @@ fn check_report(
             assert_eq!(damage.segment, segment.path);
             assert_eq!(damage.offset, offset);
             assert_eq!(damage.expected_seq, segment.first_seq + kept as u64);
-            assert_eq!(damage.set_aside_bytes, len_now - offset);
+            match resumes {
+                // Valid frames after the damaged one: only it goes aside, the rest moves
+                // to a segment named after the first seq kept.
+                Some(r) => {
+                    let resumed_at = segment.frames[r].start;
+                    let resumed_seq = segment.first_seq + r as u64;
+                    assert_eq!(damage.set_aside_bytes, resumed_at - offset, "{report:#?}");
+                    assert_eq!(damage.resumed_offset, Some(resumed_at));
+                    assert_eq!(damage.resumed_seq, Some(resumed_seq));
+                    let moved = damage.resumed_in.as_ref().ok_or("no resumed segment")?;
+                    assert_eq!(
+                        std::fs::metadata(moved)?.len(),
+                        SEGMENT_HEADER + len_now - resumed_at
+                    );
+                }
+                None => {
+                    assert_eq!(damage.set_aside_bytes, len_now - offset);
+                    assert_eq!(damage.resumed_seq, None);
+                }
+            }
+            if let Some(aside) = &damage.set_aside_to {
+                assert_eq!(std::fs::metadata(aside)?.len(), damage.set_aside_bytes);
+            }
             match std::fs::metadata(&segment.path) {
                 Ok(m) => assert_eq!(m.len(), offset),
                 // Nothing valid left in the last segment: it is replaced by a fresh one.
@@ -438,7 +486,7 @@ fn run(n: u64, corruption: &Corruption) -> TestResult {
     let segment = &segments[which];
     let last = which + 1 == segments.len();
     let len_now = std::fs::metadata(&segment.path)?.len();
-    let lost = segment.seqs().skip(effect.kept()).collect::<Vec<_>>();
+    let lost = effect.lost(segment);
     let kept: Vec<u64> = original
         .keys()
         .copied()
@@ -515,6 +563,16 @@ fn run(n: u64, corruption: &Corruption) -> TestResult {
             if torn || lost.is_empty() {
                 assert!(gaps.is_empty(), "{gaps:?}");
             }
+            // A resynchronized span: the gap is exactly the damaged frame's seq.
+            if let Effect::Bad {
+                resumes: Some(_), ..
+            } = effect
+            {
+                let [gap] = gaps.as_slice() else {
+                    panic!("one gap expected: {gaps:?}");
+                };
+                assert_eq!((gap.from_seq, gap.to_seq), (lost[0], lost[0]), "{gaps:?}");
+            }
 
             // The next record takes a fresh seq: never a kept one, nor a set-aside one.
             collector.record(used_by("task-next", 0))?;
@@ -538,7 +596,7 @@ fn run(n: u64, corruption: &Corruption) -> TestResult {
     );
     let fail_path = in_copy(&fail_dir)?.path;
     match (effect, failed) {
-        (Effect::Bad { offset, kept }, Err(err)) => {
+        (Effect::Bad { offset, kept, .. }, Err(err)) => {
             assert_eq!(
                 torn,
                 Some(false),

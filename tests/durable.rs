@@ -460,9 +460,13 @@ fn a_synced_last_frame_whose_length_runs_past_the_end_is_damage() -> TestResult 
 fn damaged_dir(dir: &Path, clock: &ManualClock) -> common::Result<(PathBuf, u64, u64)> {
     write_and_close(open(dir, clock, |_| {})?, 1..=10)?;
     let segment = last_segment(dir)?;
-    let third = frames(&segment)?.remove(2);
+    let held = frames(&segment)?;
+    let third = held[2].clone();
     assert_eq!(frame_seq(&segment, &third)?, 3);
-    flip(&segment, third.start + FRAME_HEADER + 4)?;
+    // Damage from the third frame to the end: no valid frame to resume at.
+    for f in &held[2..] {
+        flip(&segment, f.start + FRAME_HEADER + 4)?;
+    }
     Ok((segment.clone(), third.start, file_len(&segment)?))
 }
 
@@ -581,7 +585,11 @@ fn damage_in_an_early_segment_loses_only_its_tail() -> TestResult {
     let held = frames(first)?;
     let next_first = frame_seq(&files[1], &frames(&files[1])?[0])?;
     assert_eq!(next_first, held.len() as u64 + 1);
-    flip(first, held[4].start + FRAME_HEADER + 1)?;
+    // Damage from the fifth frame to the end of the segment: nothing to resume at
+    // before the next segment.
+    for f in &held[4..] {
+        flip(first, f.start + FRAME_HEADER + 1)?;
+    }
 
     let err = open(dir.path(), &clock, small).unwrap_err();
     assert!(
@@ -1011,8 +1019,12 @@ fn verify_tells_intact_from_damaged() -> TestResult {
     assert_eq!(report.kinds.iter().map(|(_, n)| n).sum::<u64>(), 80);
 
     let second = &files[1];
-    let bad = frames(second)?.remove(1);
-    flip(second, bad.start + FRAME_HEADER + 2)?;
+    let held = frames(second)?;
+    let bad = held[1].clone();
+    // Damage from its second frame to its end: the rest of the segment is not counted.
+    for f in &held[1..] {
+        flip(second, f.start + FRAME_HEADER + 2)?;
+    }
     let report = data.verify(|_| {})?;
     assert!(report.is_damaged());
     let damaged: Vec<_> = report
@@ -1212,5 +1224,139 @@ fn seqs_are_never_reused_when_no_segment_is_left() -> TestResult {
     let export = DataDir::open(dir.path())?.export(&ExportRequest::default())?;
     assert_eq!(export.gap(), gap(1, 10, GapReason::Cleared));
     assert_eq!(seqs(&export)?, [11]);
+    Ok(())
+}
+
+/// Small segments and a memory window of 10 records: most segments are older than it.
+fn windowed(c: &mut Config) {
+    c.storage.segment_bytes = SMALL_SEGMENT;
+    c.retention.max_events = 10;
+}
+
+fn summary_of(segment: &Path) -> PathBuf {
+    segment.with_extension("sum")
+}
+
+/// Every segment's summary, by segment.
+fn summaries(dir: &Path) -> common::Result<Vec<(PathBuf, Vec<u8>)>> {
+    common::segment_files(dir)?
+        .into_iter()
+        .map(|s| Ok((s.clone(), std::fs::read(summary_of(&s))?)))
+        .collect()
+}
+
+#[test]
+fn closed_segments_are_summarized_and_open_the_same_without_them() -> TestResult {
+    let dir = tempdir()?;
+    let clock = ManualClock::new(T0);
+    write_and_close(open(dir.path(), &clock, windowed)?, 1..=100)?;
+    let written = summaries(dir.path())?;
+    assert!(written.len() >= 3, "{written:?}");
+
+    let opened = |expect_rebuilt: bool| -> common::Result<(StorageStats, Vec<u8>, u64)> {
+        let collector = open(dir.path(), &clock, windowed)?;
+        let st = storage(&collector)?;
+        let export = common::export_all(&collector)?.to_msgpack();
+        let recovered = collector.stats().recovered;
+        collector.shutdown(PATIENCE)?;
+        if expect_rebuilt {
+            // Rebuilt byte for byte, for every segment that was there.
+            for (segment, bytes) in &written {
+                assert_eq!(&std::fs::read(summary_of(segment))?, bytes, "{segment:?}");
+            }
+        }
+        Ok((st, export, recovered))
+    };
+    let (with, export_with, window_with) = opened(false)?;
+    for (segment, _) in &written {
+        std::fs::remove_file(summary_of(segment))?;
+    }
+    let (without, export_without, window_without) = opened(true)?;
+    assert_eq!(with.records, 100);
+    assert_eq!(
+        (with.records, with.first_seq, with.segments, with.disk_bytes),
+        (
+            without.records,
+            without.first_seq,
+            without.segments,
+            without.disk_bytes
+        )
+    );
+    assert_eq!(window_with, 10);
+    assert_eq!(window_with, window_without);
+    assert_eq!(export_with, export_without);
+
+    // `survey` (the CLI's `stats`) says what `verify` says of an intact directory.
+    let data = DataDir::open(dir.path())?;
+    assert_eq!(data.survey()?, data.verify(|_| {})?);
+    Ok(())
+}
+
+#[test]
+fn open_trusts_a_checked_summary_and_verify_still_reads_every_frame() -> TestResult {
+    let dir = tempdir()?;
+    let clock = ManualClock::new(T0);
+    write_and_close(open(dir.path(), &clock, windowed)?, 1..=100)?;
+    let first = common::segment_files(dir.path())?.remove(0);
+    let held = frames(&first)?;
+    flip(&first, held[2].start + FRAME_HEADER + 1)?;
+
+    // Older than the memory window, with a summary that checks out: not read at open.
+    let collector = open(dir.path(), &clock, windowed)?;
+    assert_eq!(storage(&collector)?.recovery.records, 100);
+    collector.shutdown(PATIENCE)?;
+    let data = DataDir::open(dir.path())?;
+    assert!(!data.survey()?.is_damaged());
+    let report = data.verify(|_| {})?;
+    assert_eq!(
+        report.segments[0].damage.as_ref().map(|d| d.0),
+        Some(held[2].start)
+    );
+
+    // Without its summary the segment is read in full, and the damage is found.
+    std::fs::remove_file(summary_of(&first))?;
+    let err = open(dir.path(), &clock, windowed).unwrap_err();
+    assert!(
+        matches!(&err, BuildError::Storage(StorageError::Damaged { path, offset, expected_seq: 3, .. })
+            if *path == first && *offset == held[2].start),
+        "{err:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_summary_that_does_not_match_its_segment_is_not_trusted() -> TestResult {
+    let dir = tempdir()?;
+    let clock = ManualClock::new(T0);
+    write_and_close(open(dir.path(), &clock, windowed)?, 1..=100)?;
+    let written = summaries(dir.path())?;
+    let (first, first_summary) = &written[0];
+    let (_, second_summary) = &written[1];
+
+    // Another segment's summary (a valid checksum, the wrong segment): rebuilt.
+    std::fs::write(summary_of(first), second_summary)?;
+    let collector = open(dir.path(), &clock, windowed)?;
+    assert_eq!(storage(&collector)?.recovery.records, 100);
+    collector.shutdown(PATIENCE)?;
+    assert_eq!(&std::fs::read(summary_of(first))?, first_summary);
+    // A flipped byte in a summary: rebuilt.
+    let mut bad = first_summary.clone();
+    bad[30] ^= 1;
+    std::fs::write(summary_of(first), &bad)?;
+    let data = DataDir::open(dir.path())?;
+    assert_eq!(data.survey()?, data.verify(|_| {})?);
+    write_and_close(open(dir.path(), &clock, windowed)?, [])?;
+    assert_eq!(&std::fs::read(summary_of(first))?, first_summary);
+
+    // The last frame changed behind the summary: the segment is read, the damage found.
+    let held = frames(first)?;
+    let last = held.last().ok_or("no frame")?;
+    flip(first, last.start + FRAME_HEADER + 1)?;
+    let err = open(dir.path(), &clock, windowed).unwrap_err();
+    assert!(
+        matches!(&err, BuildError::Storage(StorageError::Damaged { path, offset, .. })
+            if path == first && *offset == last.start),
+        "{err:?}"
+    );
     Ok(())
 }

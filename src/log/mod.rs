@@ -5,8 +5,10 @@
 pub(crate) mod dir;
 pub(crate) mod frame;
 mod read;
+mod resync;
 pub(crate) mod segment;
 pub(crate) mod state;
+pub(crate) mod summary;
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -18,12 +20,14 @@ use serde::Serialize;
 
 use crate::config::{Durability, OnDamage, StorageConfig};
 use crate::error::StorageError;
+use crate::event::EventKind;
 use crate::export::GapReason;
 use crate::removal::RemovalLog;
 use crate::stats::Pruned;
 use crate::store::{Meta, Removal};
 use segment::{OpenSegmentError, Scan, ScanError, SegmentHeader, Step};
 use state::{StateFile, SyncedState};
+use summary::Summary;
 
 pub use dir::KeyRotation;
 pub(crate) use read::export_from_disk;
@@ -57,11 +61,21 @@ pub struct Damage {
     pub expected_seq: u64,
     /// What is wrong.
     pub reason: String,
-    /// Bytes moved aside, from `offset` to the end of the segment (0 when seqs are
+    /// Bytes moved aside: the damaged span, from `offset` to where valid frames resume
+    /// (`resumed_offset`) or to the end of the segment when none do (0 when seqs are
     /// missing between segments).
     pub set_aside_bytes: u64,
     /// Where they were moved, when any were.
     pub set_aside_to: Option<PathBuf>,
+    /// Where valid frames resume after the damaged span, as an offset in `segment`
+    /// (`None` when the damage runs to the end of the segment).
+    pub resumed_offset: Option<u64>,
+    /// The seq of the first frame kept after the span: the seqs from `expected_seq` up
+    /// to this one (exclusive) are lost and exported as a `damaged` gap.
+    pub resumed_seq: Option<u64>,
+    /// The segment the frames after the span were moved to (named after
+    /// `resumed_seq`); `segment` is cut at `offset`.
+    pub resumed_in: Option<PathBuf>,
 }
 
 /// The data directory's part of [`Stats`](crate::Stats).
@@ -114,6 +128,10 @@ struct SegmentInfo {
     bytes: u64,
     first_time: Option<i64>,
     last_time: Option<i64>,
+    /// Where the last frame starts.
+    last_frame: u64,
+    /// Records per kind, in `EventKind::ALL` order.
+    kinds: [u64; EventKind::ALL.len()],
 }
 
 impl SegmentInfo {
@@ -125,11 +143,52 @@ impl SegmentInfo {
             bytes: segment::HEADER_LEN as u64,
             first_time: None,
             last_time: None,
+            last_frame: segment::HEADER_LEN as u64,
+            kinds: [0; EventKind::ALL.len()],
+        }
+    }
+
+    /// What a checked summary says of the segment at `path`.
+    fn from_summary(path: PathBuf, s: &Summary) -> SegmentInfo {
+        SegmentInfo {
+            path,
+            first_seq: s.first_seq,
+            next_seq: s.next_seq,
+            bytes: s.bytes,
+            first_time: Some(s.first_time),
+            last_time: Some(s.last_time),
+            last_frame: s.last_frame,
+            kinds: s.kinds,
+        }
+    }
+
+    /// The summary of this segment once closed (`None` when it holds no record).
+    fn summary(&self, key_id: Option<[u8; 8]>) -> Option<Summary> {
+        Some(Summary {
+            first_seq: self.first_seq,
+            next_seq: self.next_seq,
+            first_time: self.first_time?,
+            last_time: self.last_time?,
+            bytes: self.bytes,
+            last_frame: self.last_frame,
+            key_id,
+            kinds: self.kinds,
+        })
+        .filter(|_| self.records() > 0)
+    }
+
+    /// Writes its summary, when it has records. A summary is a cache: a failure only
+    /// means the next open reads the segment in full.
+    fn write_summary(&self, key_id: Option<[u8; 8]>) {
+        if let Some(s) = self.summary(key_id) {
+            let _ = summary::write(&self.path, &s);
         }
     }
 
     fn add(&mut self, meta: &Meta, frame_len: u64) {
         self.next_seq = meta.seq + 1;
+        self.last_frame = self.bytes;
+        self.kinds[meta.kind.index()] += 1;
         self.bytes += frame_len;
         self.first_time.get_or_insert(meta.time);
         self.last_time = Some(meta.time);
@@ -194,10 +253,15 @@ pub(crate) fn key_id_bytes(key_id: Option<&str>) -> Option<[u8; 8]> {
 impl LogWriter {
     /// Locks and recovers the directory, handing every valid record to `load` in seq
     /// order, and opens a fresh segment for appending.
+    ///
+    /// Only the newest `keep` records (at least) are handed to `load`: a closed segment
+    /// older than those, whose summary checks out, is not read (the memory window could
+    /// not hold its records anyway).
     pub(crate) fn open(
         root: &Path,
         lock: dir::DirLock,
         config: &StorageConfig,
+        keep: u64,
         key_id: Option<[u8; 8]>,
         load: impl FnMut(Meta, &[u8]),
     ) -> Result<LogWriter, StorageError> {
@@ -210,6 +274,7 @@ impl LogWriter {
             key_id,
             published.as_ref(),
             &mut removed,
+            keep,
             load,
         )?;
         let mut closed = recovered.segments;
@@ -335,6 +400,7 @@ impl LogWriter {
         };
         let done = std::mem::replace(&mut self.active, placeholder);
         if done.records() > 0 {
+            done.write_summary(self.key_id);
             self.closed.push_back(done);
         } else {
             // Nothing in it: remove it rather than keep an empty file.
@@ -531,6 +597,9 @@ impl LogWriter {
         self.write_pruned();
         if !self.is_closed() {
             self.publish(true);
+            if self.file.is_some() {
+                self.active.write_summary(self.key_id);
+            }
         }
         self.file = None;
         self.lock = None;
@@ -618,6 +687,7 @@ impl LogWriter {
                 self.closed.push_front(s);
                 break;
             }
+            summary::remove(&s.path);
             self.disk_bytes = self.disk_bytes.saturating_sub(s.bytes);
             self.pruned_segments += 1;
             for _ in 0..s.records() {
@@ -659,6 +729,26 @@ impl LogWriter {
     }
 }
 
+/// The first seq of the oldest segment whose records the memory window may need: walking
+/// back from the newest, until the summaries counted hold `keep` records (segments
+/// without a readable summary, and the last one, count as none, so more is loaded, never
+/// less).
+fn skip_below(listed: &[(u64, PathBuf)], keep: u64) -> u64 {
+    let Some(((newest, _), older)) = listed.split_last() else {
+        return 0;
+    };
+    let mut need = keep;
+    let mut below = *newest;
+    for (first, path) in older.iter().rev() {
+        if need == 0 {
+            break;
+        }
+        below = *first;
+        need = need.saturating_sub(summary::records(path));
+    }
+    below
+}
+
 struct Recovered {
     segments: VecDeque<SegmentInfo>,
     next_seq: u64,
@@ -686,6 +776,7 @@ fn recover(
     key_id: Option<[u8; 8]>,
     published: Option<&SyncedState>,
     removed: &mut RemovalLog,
+    keep: u64,
     mut load: impl FnMut(Meta, &[u8]),
 ) -> Result<Recovered, StorageError> {
     let segments_dir = &root.join(dir::SEGMENTS);
@@ -697,8 +788,11 @@ fn recover(
     };
     // Seqs lost to damage in the previous segment, up to the next segment's first.
     let mut lost_from: Option<u64> = None;
-    for (i, (named_seq, path)) in listed.iter().enumerate() {
-        let last = i + 1 == listed.len();
+    let skip_below = skip_below(&listed, keep);
+    let mut queue: VecDeque<(u64, PathBuf)> = listed.iter().cloned().collect();
+    while let Some((named_seq, path)) = queue.pop_front() {
+        let (named_seq, path) = (&named_seq, &path);
+        let last = queue.is_empty();
         out.report.segments += 1;
         let file_len = std::fs::metadata(path)
             .map_err(StorageError::io("read", path))?
@@ -729,7 +823,7 @@ fn recover(
                 }
                 // The whole file goes aside. Its seqs show as a gap at the next segment;
                 // when it was the last, as many seqs as frames could have fitted.
-                let aside = set_aside(path, 0)?;
+                let aside = copy_aside(path, 0, file_len)?;
                 std::fs::remove_file(path).map_err(StorageError::io("remove", path))?;
                 out.report.damage.push(Damage {
                     segment: path.clone(),
@@ -738,6 +832,9 @@ fn recover(
                     reason: reason.into(),
                     set_aside_bytes: file_len,
                     set_aside_to: Some(aside),
+                    resumed_offset: None,
+                    resumed_seq: None,
+                    resumed_in: None,
                 });
                 let from = out.next_seq.min(*named_seq);
                 if last {
@@ -784,36 +881,74 @@ fn recover(
                 reason,
                 set_aside_bytes: 0,
                 set_aside_to: None,
+                resumed_offset: None,
+                resumed_seq: None,
+                resumed_in: None,
             });
         }
-        let loads = scan.header().key_id == key_id;
-        let mut info = SegmentInfo::new(path.clone(), first);
+        // A closed segment older than the memory window, with a summary that checks
+        // out: O(1) instead of a read of every frame (`verify` still reads them).
+        if !last
+            && first < skip_below
+            && let Some(s) = summary::checked(path, scan.header(), file_len)
+                .map_err(StorageError::io("read", path))?
+        {
+            out.report.records += s.records();
+            out.next_seq = s.next_seq;
+            out.segments
+                .push_back(SegmentInfo::from_summary(path.clone(), &s));
+            continue;
+        }
+        let segment_key = scan.header().key_id;
+        let loads = segment_key == key_id;
+        // The pieces of valid frames this segment keeps: the first stays in the file;
+        // each one after a damaged span moves to a segment of its own, named after its
+        // first seq. With each piece, where its frames start in this file.
+        let mut pieces: Vec<(SegmentInfo, u64)> = Vec::new();
+        let mut piece = (
+            SegmentInfo::new(path.clone(), first),
+            segment::HEADER_LEN as u64,
+        );
         let mut reserved_next = first;
-        let bad = loop {
-            match scan.next_frame().map_err(StorageError::io("read", path))? {
+        // Where the first damaged span starts: the file is cut there once the pieces
+        // after it are written.
+        let mut cut_at: Option<u64> = None;
+        loop {
+            let (offset, error) = match scan.next_frame().map_err(StorageError::io("read", path))? {
                 Step::Frame { meta, payload } => {
-                    info.add(&meta, (frame::HEADER_LEN + payload.len()) as u64);
+                    piece
+                        .0
+                        .add(&meta, (frame::HEADER_LEN + payload.len()) as u64);
                     if loads {
                         load(meta, payload);
                     }
+                    continue;
                 }
-                Step::End => break None,
-                Step::Bad { offset, error } => break Some((offset, error)),
-            }
-        };
-        if let Some((offset, error)) = bad {
+                Step::End => break,
+                Step::Bad { offset, error } => (offset, error),
+            };
+            // Pieces an interrupted earlier recovery wrote were taken off the queue: the
+            // file is the last one when nothing else is left.
+            let last = queue.is_empty();
             let kind = classify(path, first, last, offset, &error, file_len, published)
                 .map_err(StorageError::io("read", path))?;
             if kind == BadFrame::Torn {
                 out.report.truncated_bytes += file_len - offset;
                 out.report.truncated_frames +=
                     count_frames(path, offset, file_len).map_err(StorageError::io("read", path))?;
-                cut(path, offset)?;
-            } else {
-                let expected = scan.expected();
-                if on_damage == OnDamage::Fail {
-                    return Err(damaged(offset, error.describe(), expected));
-                }
+                cut_at.get_or_insert(offset);
+                break;
+            }
+            let expected = scan.expected();
+            if on_damage == OnDamage::Fail {
+                return Err(damaged(offset, error.describe(), expected));
+            }
+            let resumed = resync::find(path, offset, expected, file_len)
+                .map_err(StorageError::io("read", path))?
+                // Never a piece named as this file (damage at its very first frame and
+                // nothing lost): the rest goes aside instead.
+                .filter(|r| r.seq != piece.0.first_seq || piece.0.records() > 0);
+            let Some(resumed) = resumed else {
                 if last {
                     // As many seqs as frames could have fitted: none is ever reused.
                     let most = (file_len - offset).div_ceil(frame::HEADER_LEN as u64);
@@ -823,7 +958,7 @@ fn recover(
                 } else {
                     lost_from = Some(expected);
                 }
-                let aside = set_aside(path, offset)?;
+                let aside = copy_aside(path, offset, file_len)?;
                 out.report.damage.push(Damage {
                     segment: path.clone(),
                     offset,
@@ -831,13 +966,65 @@ fn recover(
                     reason: error.describe(),
                     set_aside_bytes: file_len - offset,
                     set_aside_to: Some(aside),
+                    resumed_offset: None,
+                    resumed_seq: None,
+                    resumed_in: None,
                 });
+                cut_at.get_or_insert(offset);
+                break;
+            };
+            // The seqs the span held are noted lost before its bytes are touched.
+            if resumed.seq > expected {
+                note_damaged(root, removed, expected, resumed.seq - 1)?;
             }
+            let aside = copy_aside(path, offset, resumed.offset)?;
+            let moved_to = segments_dir.join(segment::file_name(resumed.seq));
+            out.report.damage.push(Damage {
+                segment: path.clone(),
+                offset,
+                expected_seq: expected,
+                reason: error.describe(),
+                set_aside_bytes: resumed.offset - offset,
+                set_aside_to: Some(aside),
+                resumed_offset: Some(resumed.offset),
+                resumed_seq: Some(resumed.seq),
+                resumed_in: Some(moved_to.clone()),
+            });
+            // A piece an interrupted recovery already wrote is written again.
+            queue.retain(|(s, _)| *s != resumed.seq);
+            cut_at.get_or_insert(offset);
+            let (mut done, start) = std::mem::replace(
+                &mut piece,
+                (SegmentInfo::new(moved_to, resumed.seq), resumed.offset),
+            );
+            done.bytes = segment::HEADER_LEN as u64 + (offset - start);
+            pieces.push((done, start));
+            scan.resume_at(resumed.offset, resumed.seq)
+                .map_err(StorageError::io("read", path))?;
         }
-        out.report.records += info.records();
-        info.bytes = scan.offset();
-        out.next_seq = info.next_seq.max(reserved_next);
-        out.segments.push_back(info);
+        piece.0.bytes = segment::HEADER_LEN as u64 + (scan.offset() - piece.1);
+        pieces.push(piece);
+        // Crash-safe order: each later piece is written whole and renamed into place,
+        // the folder synced, and only then is this file cut. A crash in between leaves
+        // this file as it was, and the next recovery splits it the same way again.
+        for (p, start) in pieces.iter().skip(1) {
+            let end = start + (p.bytes - segment::HEADER_LEN as u64);
+            write_piece(path, p, segment_key, *start, end)?;
+        }
+        if pieces.len() > 1 {
+            dir::sync_dir(segments_dir)?;
+        }
+        if let Some(at) = cut_at {
+            cut(path, at)?;
+        }
+        for (p, _) in pieces {
+            // Every recovered segment is closed (the writer starts a new one): its
+            // summary is written, or rebuilt when it was missing or wrong.
+            p.write_summary(segment_key);
+            out.report.records += p.records();
+            out.next_seq = p.next_seq.max(reserved_next);
+            out.segments.push_back(p);
+        }
     }
     // Deleted seqs are never given again, even when no segment is left to say so.
     out.next_seq = out.next_seq.max(removed.last_seq() + 1);
@@ -882,6 +1069,9 @@ fn recover(
             reason,
             set_aside_bytes: 0,
             set_aside_to: None,
+            resumed_offset: None,
+            resumed_seq: None,
+            resumed_in: None,
         });
         out.next_seq = to + 1;
     }
@@ -984,8 +1174,9 @@ fn cut(path: &Path, offset: u64) -> Result<(), StorageError> {
         .map_err(StorageError::io("truncate", path))
 }
 
-/// Copies the bytes of `path` from `offset` to `<path>.damaged`, then cuts them off.
-fn set_aside(path: &Path, offset: u64) -> Result<PathBuf, StorageError> {
+/// Copies the bytes of `path` in `from..to` to `<path>.damaged` (or `.damaged.N`, never
+/// over earlier damage set aside from the same segment), synced.
+fn copy_aside(path: &Path, from: u64, to: u64) -> Result<PathBuf, StorageError> {
     let named = |n: u32| {
         let mut name = path.as_os_str().to_owned();
         name.push(if n == 0 {
@@ -995,22 +1186,52 @@ fn set_aside(path: &Path, offset: u64) -> Result<PathBuf, StorageError> {
         });
         PathBuf::from(name)
     };
-    // Never over earlier damage set aside from the same segment.
     let aside = (0..u32::MAX)
         .map(named)
         .find(|p| !p.exists())
         .unwrap_or_else(|| named(u32::MAX));
     let copy = || -> std::io::Result<()> {
-        let mut from = File::open(path)?;
-        from.seek(SeekFrom::Start(offset))?;
-        let mut to = OpenOptions::new()
+        let mut src = File::open(path)?;
+        src.seek(SeekFrom::Start(from))?;
+        let mut dst = OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(&aside)?;
-        std::io::copy(&mut from, &mut to)?;
-        to.sync_all()
+        std::io::copy(&mut src.take(to.saturating_sub(from)), &mut dst)?;
+        dst.sync_all()
     };
     copy().map_err(StorageError::io("set aside damaged bytes to", &aside))?;
-    cut(path, offset)?;
     Ok(aside)
+}
+
+/// Writes the frames of `path` in `from..to` as the segment `piece` (a fresh header
+/// under `key_id`): into a temporary file, synced, then renamed into place (over a
+/// piece an interrupted recovery left). The caller syncs the folder.
+fn write_piece(
+    path: &Path,
+    piece: &SegmentInfo,
+    key_id: Option<[u8; 8]>,
+    from: u64,
+    to: u64,
+) -> Result<(), StorageError> {
+    let mut tmp = piece.path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let header = SegmentHeader {
+        first_seq: piece.first_seq,
+        key_id,
+    };
+    let write = || -> std::io::Result<()> {
+        let mut src = File::open(path)?;
+        src.seek(SeekFrom::Start(from))?;
+        let mut dst = File::create(&tmp)?;
+        dst.write_all(&header.encode())?;
+        std::io::copy(&mut src.take(to.saturating_sub(from)), &mut dst)?;
+        dst.sync_all()?;
+        std::fs::rename(&tmp, &piece.path)
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        StorageError::io("write the frames kept after damage to", &piece.path)(e)
+    })
 }

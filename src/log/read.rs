@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::segment::{self, OpenSegmentError, Scan, Step};
 use super::state::{self, SyncedState};
-use super::{BadFrame, classify, dir};
+use super::{BadFrame, classify, dir, resync, summary};
 use crate::error::{ExportError, StorageError};
 use crate::event::EventKind;
 use crate::export::{Builder, Cursor, Export, ExportRequest, GapReason};
@@ -175,8 +175,15 @@ pub struct SegmentReport {
     /// Bytes at the end of the last segment that are not (yet) a whole frame: a write in
     /// progress, or a torn tail the next writer will cut.
     pub incomplete_tail_bytes: u64,
-    /// Damage: where, and what is wrong.
+    /// Damage: where, and what is wrong (the first damaged span when there are more).
     pub damage: Option<(u64, String)>,
+    /// Where valid frames resume after the first damaged span: the offset and seq of
+    /// the next frame that is whole and continues the sequence, as recovery finds it
+    /// (`None` when the damage runs to the end of the segment). The records after it
+    /// are counted in `records`; recovery keeps them.
+    pub resumed: Option<(u64, u64)>,
+    /// Seqs lost to damaged spans inside this segment that valid frames follow.
+    pub lost_seqs: u64,
 }
 
 /// What [`DataDir::verify`] found.
@@ -327,7 +334,27 @@ impl DataDir {
     /// # Errors
     /// [`StorageError::Io`] when a file cannot be read. Damage is not an error: it is
     /// in the report.
-    pub fn verify(&self, mut progress: impl FnMut(u64)) -> Result<VerifyReport, StorageError> {
+    pub fn verify(&self, progress: impl FnMut(u64)) -> Result<VerifyReport, StorageError> {
+        self.check(progress, false)
+    }
+
+    /// What [`DataDir::verify`] reports, in O(segments): a closed segment whose summary
+    /// checks out (its length, its header and its last frame) is counted from the
+    /// summary; the last segment, and any segment without a valid summary, are read in
+    /// full. Damage inside a summarized segment is not seen: [`DataDir::verify`] reads
+    /// every frame.
+    ///
+    /// # Errors
+    /// [`StorageError::Io`] when a file cannot be read.
+    pub fn survey(&self) -> Result<VerifyReport, StorageError> {
+        self.check(|_| {}, true)
+    }
+
+    fn check(
+        &self,
+        mut progress: impl FnMut(u64),
+        summaries: bool,
+    ) -> Result<VerifyReport, StorageError> {
         // The position first: a segment listed after it was published is newer.
         let published = state::read(&self.root)?;
         let removed = dir::read_pruned(&self.root)?;
@@ -378,6 +405,8 @@ impl DataDir {
                 key_id: None,
                 incomplete_tail_bytes: 0,
                 damage: None,
+                resumed: None,
+                lost_seqs: 0,
             };
             match Scan::open(path) {
                 Ok(mut scan) => {
@@ -389,7 +418,22 @@ impl DataDir {
                             "the header's first seq disagrees with the file name".into(),
                         ));
                     }
-                    while seg.damage.is_none() {
+                    let summarized = if summaries && !last && seg.damage.is_none() {
+                        summary::checked(path, scan.header(), bytes)
+                            .map_err(StorageError::io("read", path))?
+                    } else {
+                        None
+                    };
+                    if let Some(s) = &summarized {
+                        seg.records = s.records();
+                        for (k, n) in report.kinds.iter_mut().zip(s.kinds) {
+                            k.1 += n;
+                        }
+                        let first = report.seqs.map_or(s.first_seq, |(f, _)| f);
+                        report.seqs = Some((first, s.next_seq - 1));
+                    }
+                    let mut stopped = seg.damage.is_some() || summarized.is_some();
+                    while !stopped {
                         match scan.next_frame().map_err(StorageError::io("read", path))? {
                             Step::Frame { meta, .. } => {
                                 seg.records += 1;
@@ -416,11 +460,29 @@ impl DataDir {
                                     seg.incomplete_tail_bytes = bytes.saturating_sub(offset);
                                     break;
                                 }
-                                seg.damage = Some((offset, error.describe()));
+                                let expected = scan.expected();
+                                let resumed = resync::find(path, offset, expected, bytes)
+                                    .map_err(StorageError::io("read", path))?
+                                    .filter(|r| r.seq != *named || seg.records > 0);
+                                if seg.damage.is_none() {
+                                    seg.damage = Some((offset, error.describe()));
+                                    seg.resumed = resumed.map(|r| (r.offset, r.seq));
+                                }
+                                match resumed {
+                                    Some(r) => {
+                                        seg.lost_seqs += r.seq - expected;
+                                        scan.resume_at(r.offset, r.seq)
+                                            .map_err(StorageError::io("read", path))?;
+                                    }
+                                    None => stopped = true,
+                                }
                             }
                         }
                     }
                     next = next.max(scan.expected());
+                    if let Some(s) = &summarized {
+                        next = next.max(s.next_seq);
+                    }
                 }
                 Err(OpenSegmentError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
                     next_seq = None;

@@ -15,7 +15,7 @@
 //! A segment is named after its first seq, zero-padded to 20 digits: `00000000000000000001.seg`.
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::{self, Read, Seek};
 use std::path::{Path, PathBuf};
 
 use super::frame::{self, FrameError};
@@ -204,6 +204,15 @@ impl Scan<io::BufReader<File>> {
 }
 
 impl Scan<io::BufReader<File>> {
+    /// Goes on scanning at `offset`, where the frame of seq `expected` starts: after a
+    /// damaged span, where valid frames resume.
+    pub(crate) fn resume_at(&mut self, offset: u64, expected: u64) -> io::Result<()> {
+        self.reader.seek(io::SeekFrom::Start(offset))?;
+        self.offset = offset;
+        self.expected = expected;
+        Ok(())
+    }
+
     /// Moves past the next frame without reading its payload or checking its checksum,
     /// when its header announces the expected seq and fits in the file: for finding the
     /// last seq quickly, never for returning records.

@@ -315,7 +315,8 @@ fn write_atomically(
 
 pub(crate) fn stats(args: DirArg) -> CliResult {
     let dir = args.open()?;
-    let report = dir.verify(|_| {})?;
+    // O(segments): closed segments are counted from their summaries.
+    let report = dir.survey()?;
     let last = report.seqs.map_or(0, |(_, last)| last);
     // A consumer whose file cannot be read is reported alone; the others still count.
     let consumers: Vec<serde_json::Value> = dir
@@ -392,6 +393,15 @@ fn print_repair(w: &mut impl Write, r: &RecoveryReport) -> std::io::Result<()> {
                 d.segment.display(),
                 d.reason
             )?,
+        }
+        if let (Some(at), Some(seq), Some(into)) = (d.resumed_offset, d.resumed_seq, &d.resumed_in)
+        {
+            writeln!(
+                w,
+                "{}: valid frames resume at byte {at} (seq {seq}), kept in {}",
+                d.segment.display(),
+                into.display()
+            )?;
         }
     }
     if r.damage.is_empty() && r.truncated_bytes == 0 {
