@@ -50,21 +50,6 @@ fn write(dir: &Path) -> common::Result<PathBuf> {
     Ok(segment)
 }
 
-/// The byte ranges of the frames of the segment at `path`.
-fn frames(path: &Path) -> common::Result<Vec<Range<u64>>> {
-    let bytes = std::fs::read(path)?;
-    let mut out = Vec::new();
-    let mut at = SEGMENT_HEADER;
-    while at < bytes.len() as u64 {
-        let start = usize::try_from(at)?;
-        let len = u32::from_le_bytes(bytes[start..start + 4].try_into()?);
-        let end = at + FRAME_HEADER + u64::from(len);
-        out.push(at..end);
-        at = end;
-    }
-    Ok(out)
-}
-
 /// Flips one byte in the payload of the frame of `seq` (seq 1 is frame 0).
 fn flip(path: &Path, frames: &[Range<u64>], seq: u64) -> TestResult {
     let frame = &frames[usize::try_from(seq - 1)?];
@@ -98,7 +83,7 @@ fn all_but(lost: &[u64]) -> Vec<u64> {
 fn smoke() -> TestResult {
     let root = tempdir()?;
     let segment = write(root.path())?;
-    let frames = frames(&segment)?;
+    let frames = common::frame_ranges(&segment)?;
     flip(&segment, &frames, 100)?;
     let collector = open(root.path(), OnDamage::Truncate)?;
     let report = collector.stats().storage.ok_or("no storage")?.recovery;
@@ -111,7 +96,7 @@ fn smoke() -> TestResult {
 fn a_flipped_byte_loses_only_its_frame() -> TestResult {
     let root = tempdir()?;
     let segment = write(root.path())?;
-    let frames = frames(&segment)?;
+    let frames = common::frame_ranges(&segment)?;
     let original = std::fs::read(&segment)?;
     flip(&segment, &frames, 100)?;
     let damaged = &frames[99];
@@ -199,7 +184,7 @@ fn a_flipped_byte_loses_only_its_frame() -> TestResult {
 fn two_damaged_spans_lose_only_their_frames() -> TestResult {
     let root = tempdir()?;
     let segment = write(root.path())?;
-    let frames = frames(&segment)?;
+    let frames = common::frame_ranges(&segment)?;
     flip(&segment, &frames, 40)?;
     flip(&segment, &frames, 41)?;
     flip(&segment, &frames, 150)?;
@@ -234,7 +219,7 @@ fn two_damaged_spans_lose_only_their_frames() -> TestResult {
 fn an_interrupted_split_is_done_again() -> TestResult {
     let root = tempdir()?;
     let segment = write(root.path())?;
-    let frames = frames(&segment)?;
+    let frames = common::frame_ranges(&segment)?;
     flip(&segment, &frames, 100)?;
     let damaged_copy = std::fs::read(&segment)?;
 

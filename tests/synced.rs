@@ -29,7 +29,6 @@ const WRITER_ENV: &str = "ARBITER_SYNCED_WRITER_DIR";
 const KEY: [u8; 32] = [5; 32];
 const SMALL_SEGMENT: u64 = 4096;
 const SEGMENT_HEADER: u64 = 32;
-const FRAME_HEADER: u64 = 36;
 /// A child writer stops by itself after this long.
 const CHILD_LIFETIME: Duration = Duration::from_secs(60);
 
@@ -307,23 +306,9 @@ enum Loss {
     Zeroed,
 }
 
-fn frames(path: &Path) -> common::Result<Vec<std::ops::Range<u64>>> {
-    let bytes = std::fs::read(path)?;
-    let mut at = SEGMENT_HEADER;
-    let mut out = Vec::new();
-    while at < bytes.len() as u64 {
-        let start = usize::try_from(at)?;
-        let len = u32::from_le_bytes(bytes[start..start + 4].try_into()?);
-        let end = at + FRAME_HEADER + u64::from(len);
-        out.push(at..end);
-        at = end;
-    }
-    Ok(out)
-}
-
 fn lose_tail(dir: &Path, loss: Loss) -> TestResult {
     let last: PathBuf = common::segment_files(dir)?.pop().ok_or("no segment")?;
-    let frames = frames(&last)?;
+    let frames = common::frame_ranges(&last)?;
     let file = std::fs::OpenOptions::new().write(true).open(&last)?;
     match loss {
         Loss::Boundary => {

@@ -78,6 +78,23 @@ pub struct Damage {
     pub resumed_in: Option<PathBuf>,
 }
 
+impl Damage {
+    /// Damage at `offset` of `segment` with nothing moved aside (yet).
+    fn at(segment: PathBuf, offset: u64, expected_seq: u64, reason: String) -> Damage {
+        Damage {
+            segment,
+            offset,
+            expected_seq,
+            reason,
+            set_aside_bytes: 0,
+            set_aside_to: None,
+            resumed_offset: None,
+            resumed_seq: None,
+            resumed_in: None,
+        }
+    }
+}
+
 /// The data directory's part of [`Stats`](crate::Stats).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[non_exhaustive]
@@ -826,15 +843,9 @@ fn recover(
                 let aside = copy_aside(path, 0, file_len)?;
                 std::fs::remove_file(path).map_err(StorageError::io("remove", path))?;
                 out.report.damage.push(Damage {
-                    segment: path.clone(),
-                    offset: 0,
-                    expected_seq: out.next_seq,
-                    reason: reason.into(),
                     set_aside_bytes: file_len,
                     set_aside_to: Some(aside),
-                    resumed_offset: None,
-                    resumed_seq: None,
-                    resumed_in: None,
+                    ..Damage::at(path.clone(), 0, out.next_seq, reason.into())
                 });
                 let from = out.next_seq.min(*named_seq);
                 if last {
@@ -874,17 +885,9 @@ fn recover(
                 return Err(damaged(0, reason, out.next_seq));
             }
             note_damaged(root, removed, out.next_seq, first - 1)?;
-            out.report.damage.push(Damage {
-                segment: path.clone(),
-                offset: 0,
-                expected_seq: out.next_seq,
-                reason,
-                set_aside_bytes: 0,
-                set_aside_to: None,
-                resumed_offset: None,
-                resumed_seq: None,
-                resumed_in: None,
-            });
+            out.report
+                .damage
+                .push(Damage::at(path.clone(), 0, out.next_seq, reason));
         }
         // A closed segment older than the memory window, with a summary that checks
         // out: O(1) instead of a read of every frame (`verify` still reads them).
@@ -960,15 +963,9 @@ fn recover(
                 }
                 let aside = copy_aside(path, offset, file_len)?;
                 out.report.damage.push(Damage {
-                    segment: path.clone(),
-                    offset,
-                    expected_seq: expected,
-                    reason: error.describe(),
                     set_aside_bytes: file_len - offset,
                     set_aside_to: Some(aside),
-                    resumed_offset: None,
-                    resumed_seq: None,
-                    resumed_in: None,
+                    ..Damage::at(path.clone(), offset, expected, error.describe())
                 });
                 cut_at.get_or_insert(offset);
                 break;
@@ -980,15 +977,12 @@ fn recover(
             let aside = copy_aside(path, offset, resumed.offset)?;
             let moved_to = segments_dir.join(segment::file_name(resumed.seq));
             out.report.damage.push(Damage {
-                segment: path.clone(),
-                offset,
-                expected_seq: expected,
-                reason: error.describe(),
                 set_aside_bytes: resumed.offset - offset,
                 set_aside_to: Some(aside),
                 resumed_offset: Some(resumed.offset),
                 resumed_seq: Some(resumed.seq),
                 resumed_in: Some(moved_to.clone()),
+                ..Damage::at(path.clone(), offset, expected, error.describe())
             });
             // A piece an interrupted recovery already wrote is written again.
             queue.retain(|(s, _)| *s != resumed.seq);
@@ -1062,17 +1056,9 @@ fn recover(
             });
         }
         note_damaged(root, removed, from, to)?;
-        out.report.damage.push(Damage {
-            segment: last_path,
-            offset,
-            expected_seq: from,
-            reason,
-            set_aside_bytes: 0,
-            set_aside_to: None,
-            resumed_offset: None,
-            resumed_seq: None,
-            resumed_in: None,
-        });
+        out.report
+            .damage
+            .push(Damage::at(last_path, offset, from, reason));
         out.next_seq = to + 1;
     }
     Ok(out)

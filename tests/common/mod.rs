@@ -756,3 +756,19 @@ pub(crate) fn segment_files(dir: &std::path::Path) -> Result<Vec<PathBuf>> {
     files.sort();
     Ok(files)
 }
+
+/// The byte ranges of the frames of the segment at `path` (32-byte segment header,
+/// 36-byte frame headers whose first 4 bytes are the payload length).
+pub(crate) fn frame_ranges(path: &std::path::Path) -> Result<Vec<std::ops::Range<u64>>> {
+    let bytes = std::fs::read(path)?;
+    let mut out = Vec::new();
+    let mut at = 32u64;
+    while at < bytes.len() as u64 {
+        let start = usize::try_from(at)?;
+        let len = u32::from_le_bytes(bytes[start..start + 4].try_into()?);
+        let end = at + 36 + u64::from(len);
+        out.push(at..end);
+        at = end;
+    }
+    Ok(out)
+}
