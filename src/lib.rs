@@ -77,6 +77,8 @@ mod worker;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+#[cfg(feature = "nats")]
+pub mod relay;
 
 pub use analytics::{
     Aggregator, Alert, AlertKind, AlertRule, AlertRuleError, AlertScope, AnalyticsConfig,
@@ -108,6 +110,8 @@ pub use export::{
 pub use log::{
     Damage, DataDir, KeyRotation, RecoveryReport, SegmentReport, StorageStats, VerifyReport,
 };
+#[cfg(feature = "nats")]
+pub use relay::{Relay, RelayConfig, RelayError, RelayStatus, RelayStopper, RunMode};
 pub use stats::{Dropped, KindCount, Pruned, State, Stats, TaskStats, TaskWindow};
 
 /// The README's examples, compiled and run as doctests.

@@ -11,12 +11,17 @@
 //! - `verify-export FILE --mac-key-file F` checks an export's MAC; `key mac` prints the
 //!   data directory's MAC key.
 //!
+//! - `relay --nats URL` publishes the data directory's records to NATS JetStream
+//!   (feature `nats`); `relay --status` says how far it got.
+//!
 //! Every command that reads the data directory works while a collector writes it.
 
 mod data;
 mod demo;
 mod html;
 mod inspect;
+#[cfg(feature = "nats")]
+mod relay;
 mod report;
 
 use std::path::PathBuf;
@@ -62,6 +67,9 @@ enum Command {
     /// Print the data directory's keys for handing to consumers.
     #[command(subcommand)]
     Key(inspect::KeyCommand),
+    /// Publish the data directory's records to NATS JetStream, exactly once per (source, seq).
+    #[cfg(feature = "nats")]
+    Relay(relay::Args),
 }
 
 fn main() -> ExitCode {
@@ -78,6 +86,8 @@ fn main() -> ExitCode {
         Command::Report(args) => success(report::run(args)),
         Command::VerifyExport(args) => success(inspect::verify(args)),
         Command::Key(command) => success(inspect::key(command)),
+        #[cfg(feature = "nats")]
+        Command::Relay(args) => success(relay::run(args)),
     };
     match result {
         Ok(code) => code,
