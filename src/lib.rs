@@ -111,7 +111,9 @@ pub use log::{
     Damage, DataDir, KeyRotation, RecoveryReport, SegmentReport, StorageStats, VerifyReport,
 };
 #[cfg(feature = "nats")]
-pub use relay::{Relay, RelayConfig, RelayError, RelayStatus, RelayStopper, RunMode};
+pub use relay::{
+    Puller, Relay, RelayConfig, RelayError, RelayStatus, RelayStopper, RunMode, read_pull_file,
+};
 pub use stats::{Dropped, KindCount, Pruned, State, Stats, TaskStats, TaskWindow};
 
 /// The README's examples, compiled and run as doctests.

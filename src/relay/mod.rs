@@ -16,8 +16,14 @@
 //! [`Export::to_msgpack`]: crate::Export::to_msgpack
 
 mod config;
+mod puller;
 
 pub use config::*;
+pub use puller::{
+    DEFAULT_ACK_WAIT, DEFAULT_PULL_MESSAGES, DEFAULT_PULL_WAIT, PULL_FORMAT, PULL_VERSION, Pending,
+    PullFile, PullHeader, PullOutcome, PullTrailer, Puller, PullerState, SourceRange,
+    read_pull_file,
+};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -12,7 +12,8 @@
 //!   data directory's MAC key.
 //!
 //! - `relay --nats URL` publishes the data directory's records to NATS JetStream
-//!   (feature `nats`); `relay --status` says how far it got.
+//!   (feature `nats`); `relay --status` says how far it got. `pull --nats URL
+//!   --consumer NAME --out FILE` writes one pull of many sources' records.
 //!
 //! Every command that reads the data directory works while a collector writes it.
 
@@ -20,6 +21,8 @@ mod data;
 mod demo;
 mod html;
 mod inspect;
+#[cfg(feature = "nats")]
+mod pull;
 #[cfg(feature = "nats")]
 mod relay;
 mod report;
@@ -70,6 +73,9 @@ enum Command {
     /// Publish the data directory's records to NATS JetStream, exactly once per (source, seq).
     #[cfg(feature = "nats")]
     Relay(relay::Args),
+    /// Pull the relayed records of every source once, into one file, exactly once per (source, seq).
+    #[cfg(feature = "nats")]
+    Pull(pull::Args),
 }
 
 fn main() -> ExitCode {
@@ -88,6 +94,8 @@ fn main() -> ExitCode {
         Command::Key(command) => success(inspect::key(command)),
         #[cfg(feature = "nats")]
         Command::Relay(args) => success(relay::run(args)),
+        #[cfg(feature = "nats")]
+        Command::Pull(args) => success(pull::run(args)),
     };
     match result {
         Ok(code) => code,
