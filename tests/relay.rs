@@ -18,8 +18,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use arbiter_events::{
-    Attributes, Collector, Config, Custom, Event, Gap, GapReason, Relay, RelayConfig, RelayError,
-    RunMode, read_export,
+    Attributes, Collector, Config, Custom, Event, Gap, GapReason, Puller, Relay, RelayConfig,
+    RelayError, RunMode, read_export, read_pull_file,
 };
 use tempfile::TempDir;
 
@@ -262,6 +262,65 @@ fn wait_for(url: &str, source: &str, last: u64) -> TestResult {
     }
 }
 
+/// What the pull files in `dir` hold, per source, in file order; checks that each file
+/// moves every source on from where the files before left it.
+fn read_pulls(dir: &Path) -> Result<BTreeMap<String, Received>, Box<dyn std::error::Error>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "pull"))
+        .collect();
+    files.sort();
+    let mut out: BTreeMap<String, Received> = BTreeMap::new();
+    for path in files {
+        let file = read_pull_file(&path, None)?;
+        for export in &file.exports {
+            let source = export
+                .header
+                .source
+                .clone()
+                .ok_or("an export without a source")?;
+            let got = out.entry(source).or_default();
+            got.ranges
+                .push((export.header.after + 1, export.header.next_cursor));
+            got.gaps.extend(export.header.gap);
+            got.seqs.extend(export.records.iter().map(|r| r.seq));
+        }
+    }
+    Ok(out)
+}
+
+/// Pulls into `dir` (files `NNNN.pull`, numbered on from `next`) until every source of
+/// `expected` reached its last seq.
+fn pull_until(
+    puller: &mut Puller,
+    dir: &Path,
+    next: &mut u32,
+    expected: &BTreeMap<String, u64>,
+) -> TestResult {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let reached = expected
+            .iter()
+            .all(|(source, last)| puller.state().cursors.get(source) >= Some(last));
+        if reached {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("pulls stopped at {:?}", puller.state()).into());
+        }
+        puller.pull(&dir.join(format!("{next:04}.pull")))?;
+        *next += 1;
+    }
+}
+
+fn puller(nats: &Nats, state: &Path) -> Result<Puller, RelayError> {
+    let mut puller = Puller::new(relay_config(nats), "rl", state)?;
+    puller.max_messages = 7;
+    puller.wait = Duration::from_millis(100);
+    puller.ack_wait = Duration::from_secs(1);
+    Ok(puller)
+}
+
 fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_arbiter-events"))
 }
@@ -357,6 +416,16 @@ fn three_sources_recording_concurrently_arrive_exactly_once() -> TestResult {
     assert_eq!(got.len(), 3);
     for source in &sources {
         assert_exactly_once(&got[source], 3_000);
+    }
+    // One puller takes all three sources, merged, exactly once.
+    let pulls = tempfile::tempdir()?;
+    let mut p = puller(&nats, &pulls.path().join("state.json"))?;
+    let expected = sources.iter().map(|s| (s.clone(), 3_000)).collect();
+    pull_until(&mut p, pulls.path(), &mut 0, &expected)?;
+    let pulled = read_pulls(pulls.path())?;
+    assert_eq!(pulled.len(), 3);
+    for source in &sources {
+        assert_exactly_once(&pulled[source], 3_000);
     }
     Ok(())
 }
@@ -609,5 +678,121 @@ fn relay_status_reports_progress_and_lag() -> TestResult {
     assert_eq!(after["lag_records"], 50);
     assert!(after["lag_secs"].as_f64().is_some_and(|s| s >= 0.0));
     assert_eq!(after["records"], 300);
+    Ok(())
+}
+
+#[test]
+fn a_puller_killed_between_its_file_and_its_acks_writes_nothing_twice() -> TestResult {
+    let Some(nats) = Nats::start()? else {
+        return Ok(());
+    };
+    let dir = tempfile::tempdir()?;
+    let c = collector(dir.path(), |_| {})?;
+    record(&c, 2_000)?;
+    let relay = Relay::new(dir.path(), relay_config(&nats))?;
+    relay.run(RunMode::UntilCaughtUp)?;
+    let pulls = tempfile::tempdir()?;
+    let state = pulls.path().join("state.json");
+    let first = puller(&nats, &state)?.pull_and_die_before_ack(&pulls.path().join("0000.pull"))?;
+    assert!(first.records > 0, "{first:?}");
+    // A new puller (a restarted process) gets the unacked messages again after
+    // ack_wait and drops them.
+    let mut again = puller(&nats, &state)?;
+    let expected = BTreeMap::from([(relay.source().to_owned(), 2_000)]);
+    pull_until(&mut again, pulls.path(), &mut 1, &expected)?;
+    let deadline = Instant::now() + PATIENCE;
+    let mut duplicates = 0;
+    while duplicates < first.messages && Instant::now() < deadline {
+        let outcome = again.pull(&pulls.path().join("9999.pull"))?;
+        assert_eq!(outcome.records, 0, "{outcome:?}");
+        duplicates += outcome.duplicates;
+    }
+    assert_eq!(
+        duplicates, first.messages,
+        "the unacked messages never came back"
+    );
+    let pulled = read_pulls(pulls.path())?;
+    assert_exactly_once(&pulled[relay.source()], 2_000);
+    Ok(())
+}
+
+#[test]
+fn pull_processes_killed_at_random_moments_write_each_record_once() -> TestResult {
+    let Some(nats) = Nats::start()? else {
+        return Ok(());
+    };
+    let dir = tempfile::tempdir()?;
+    let c = collector(dir.path(), |_| {})?;
+    record(&c, 3_000)?;
+    let relay = Relay::new(dir.path(), relay_config(&nats))?;
+    relay.run(RunMode::UntilCaughtUp)?;
+    let pulls = tempfile::tempdir()?;
+    let state = pulls.path().join("state.json");
+    let mut rng = fastrand::Rng::with_seed(5);
+    let mut next = 0u32;
+    for _ in 0..12 {
+        let child = Command::new(bin())
+            .args(["pull", "--nats", &nats.url(), "--consumer", "rl"])
+            .args([
+                "--max-messages",
+                "3",
+                "--wait-ms",
+                "100",
+                "--ack-wait-secs",
+                "1",
+            ])
+            .arg("--state")
+            .arg(&state)
+            .arg("--out")
+            .arg(pulls.path().join(format!("{next:04}.pull")))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        next += 1;
+        let mut child = ChildGuard(child);
+        thread::sleep(Duration::from_millis(rng.u64(10..150)));
+        child.0.kill()?;
+        child.0.wait()?;
+    }
+    let mut p = puller(&nats, &state)?;
+    let expected = BTreeMap::from([(relay.source().to_owned(), 3_000)]);
+    pull_until(&mut p, pulls.path(), &mut next, &expected)?;
+    let pulled = read_pulls(pulls.path())?;
+    assert_exactly_once(&pulled[relay.source()], 3_000);
+    Ok(())
+}
+
+#[test]
+fn puller_resumes_after_a_broker_restart() -> TestResult {
+    let Some(mut nats) = Nats::start()? else {
+        return Ok(());
+    };
+    let dir = tempfile::tempdir()?;
+    let c = collector(dir.path(), |_| {})?;
+    record(&c, 1_000)?;
+    let relay = Relay::new(dir.path(), relay_config(&nats))?;
+    relay.run(RunMode::UntilCaughtUp)?;
+    let pulls = tempfile::tempdir()?;
+    let mut p = puller(&nats, &pulls.path().join("state.json"))?;
+    let mut next = 0;
+    let source = relay.source().to_owned();
+    pull_until(
+        &mut p,
+        pulls.path(),
+        &mut next,
+        &BTreeMap::from([(source.clone(), 1_000)]),
+    )?;
+    nats.kill();
+    nats.restart()?;
+    record(&c, 1_000)?;
+    relay.run(RunMode::UntilCaughtUp)?;
+    pull_until(
+        &mut p,
+        pulls.path(),
+        &mut next,
+        &BTreeMap::from([(source.clone(), 2_000)]),
+    )?;
+    let pulled = read_pulls(pulls.path())?;
+    assert_exactly_once(&pulled[&source], 2_000);
     Ok(())
 }

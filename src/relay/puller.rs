@@ -348,6 +348,20 @@ impl Puller {
     /// that is not a valid export, [`RelayError::ForeignMessage`] for a message that
     /// overlaps what was written or whose predecessor never comes.
     pub fn pull(&mut self, out: &Path) -> Result<PullOutcome, RelayError> {
+        self.pull_inner(out, true)
+    }
+
+    /// Pulls as [`Puller::pull`] does but stops before the acks and drops the
+    /// connection, as a process killed right after writing its file would: the
+    /// messages come back after `ack_wait`. For tests of that crash.
+    #[doc(hidden)]
+    pub fn pull_and_die_before_ack(&mut self, out: &Path) -> Result<PullOutcome, RelayError> {
+        let outcome = self.pull_inner(out, false);
+        self.session = None;
+        outcome
+    }
+
+    fn pull_inner(&mut self, out: &Path, ack: bool) -> Result<PullOutcome, RelayError> {
         let mut backoff = Backoff::new(&self.config);
         let deadline = std::time::Instant::now() + self.config.request_timeout() * 10;
         loop {
@@ -360,6 +374,7 @@ impl Puller {
                 &self.state_path,
                 out,
                 (self.max_messages, self.wait, self.ack_wait),
+                ack,
             ));
             match result {
                 Err(e) if e.is_transient() && std::time::Instant::now() < deadline => {
@@ -379,6 +394,7 @@ impl Puller {
         state_path: &Path,
         out: &Path,
         (max_messages, wait, ack_wait): (usize, Duration, Duration),
+        ack: bool,
     ) -> Result<PullOutcome, RelayError> {
         let url = config.url.as_str();
         let s = match session {
@@ -475,6 +491,9 @@ impl Puller {
             state.pending = None;
             save_state(state_path, state)?;
             outcome.file = Some(out.to_owned());
+        }
+        if !ack {
+            return Ok(outcome);
         }
         for message in taken.iter().map(|(m, _)| m).chain(&done) {
             message
