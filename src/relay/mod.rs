@@ -529,9 +529,9 @@ impl Relay {
                 .min(self.config.max_message_records);
             return Ok(Step::Published);
         }
-        if count > 0 {
+        if let Some(mean) = size.checked_div(count) {
             // Aim a little under the bound, at this export's mean record size.
-            let mean = (size / count).max(1);
+            let mean = mean.max(1);
             *limit = (self.config.max_message_bytes * 15 / 16 / mean)
                 .clamp(1, self.config.max_message_records);
         }

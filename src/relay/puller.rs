@@ -277,6 +277,15 @@ pub struct Puller {
     pub ack_wait: Duration,
 }
 
+/// One pull's settings.
+struct Knobs {
+    max_messages: usize,
+    wait: Duration,
+    ack_wait: Duration,
+    /// Ack at the end (false only to test a crash before the acks).
+    ack: bool,
+}
+
 struct PullSession {
     consumer: jetstream::consumer::Consumer<jetstream::consumer::pull::Config>,
 }
@@ -373,8 +382,12 @@ impl Puller {
                 &mut self.state,
                 &self.state_path,
                 out,
-                (self.max_messages, self.wait, self.ack_wait),
-                ack,
+                Knobs {
+                    max_messages: self.max_messages,
+                    wait: self.wait,
+                    ack_wait: self.ack_wait,
+                    ack,
+                },
             ));
             match result {
                 Err(e) if e.is_transient() && std::time::Instant::now() < deadline => {
@@ -393,9 +406,14 @@ impl Puller {
         state: &mut PullerState,
         state_path: &Path,
         out: &Path,
-        (max_messages, wait, ack_wait): (usize, Duration, Duration),
-        ack: bool,
+        knobs: Knobs,
     ) -> Result<PullOutcome, RelayError> {
+        let Knobs {
+            max_messages,
+            wait,
+            ack_wait,
+            ack,
+        } = knobs;
         let url = config.url.as_str();
         let s = match session {
             Some(s) => s,
