@@ -440,20 +440,20 @@ impl Puller {
                 session.insert(PullSession { consumer })
             }
         };
-        let mut batch = s
-            .consumer
-            .batch()
-            .max_messages(max_messages)
-            .expires(wait)
-            .messages()
-            .await
-            .map_err(|e| RelayError::broker("pull", url, e))?;
+        // What is ready, at once; when nothing is, wait for the first message only,
+        // then take what is ready with it.
+        let mut messages = take(&s.consumer, max_messages, None, url).await?;
+        if messages.is_empty() {
+            messages = take(&s.consumer, 1, Some(wait), url).await?;
+            if !messages.is_empty() && max_messages > 1 {
+                messages.extend(take(&s.consumer, max_messages - 1, None, url).await?);
+            }
+        }
         let mut cursors = state.cursors.clone();
         let mut taken: Vec<(jetstream::Message, ExportHeader)> = Vec::new();
         let mut done: Vec<jetstream::Message> = Vec::new();
         let mut outcome = PullOutcome::default();
-        while let Some(message) = batch.next().await {
-            let message = message.map_err(|e| RelayError::broker("pull", url, e))?;
+        for message in messages {
             let header = part_header(&message)?;
             let source = header.source.clone().unwrap_or_default();
             let cursor = cursors.get(&source).copied().unwrap_or(0);
@@ -521,6 +521,53 @@ impl Puller {
         }
         Ok(outcome)
     }
+}
+
+/// Up to `max` messages: those ready now (`wait` `None`), or within `wait`.
+async fn take(
+    consumer: &jetstream::consumer::Consumer<jetstream::consumer::pull::Config>,
+    max: usize,
+    wait: Option<Duration>,
+    url: &str,
+) -> Result<Vec<jetstream::Message>, RelayError> {
+    let pull = |e: &dyn std::fmt::Display| RelayError::broker("pull", url, e);
+    let mut out = Vec::new();
+    // A request sent while the connection is down may never be answered: bound it.
+    let expires = wait.unwrap_or(Duration::from_millis(200));
+    let bound = expires + Duration::from_secs(2);
+    let fetched = tokio::time::timeout(bound, async {
+        let mut batch = match wait {
+            None => {
+                consumer
+                    .fetch()
+                    .max_messages(max)
+                    .expires(expires)
+                    .messages()
+                    .await
+            }
+            Some(wait) => {
+                consumer
+                    .batch()
+                    .max_messages(max)
+                    .expires(wait)
+                    .messages()
+                    .await
+            }
+        }
+        .map_err(|e| pull(&e))?;
+        while let Some(message) = batch.next().await {
+            out.push(message.map_err(|e| pull(&e))?);
+        }
+        Ok::<(), RelayError>(())
+    })
+    .await;
+    match fetched {
+        Ok(result) => result?,
+        // Keep what came; the rest stays with the broker for the next pull.
+        Err(_) if !out.is_empty() => {}
+        Err(_) => return Err(pull(&"no answer to a pull request")),
+    }
+    Ok(out)
 }
 
 fn foreign(message: &jetstream::Message, reason: String) -> RelayError {
