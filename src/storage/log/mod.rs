@@ -3,6 +3,7 @@
 //! segments, and read by exports from this or another process.
 
 pub(crate) mod dir;
+mod error;
 pub(crate) mod frame;
 mod read;
 mod resync;
@@ -18,13 +19,13 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::config::{Durability, OnDamage, StorageConfig};
-use crate::error::StorageError;
-use crate::event::EventKind;
-use crate::export::GapReason;
-use crate::removal::RemovalLog;
-use crate::stats::Pruned;
-use crate::store::{Meta, Removal};
+use crate::contract::config::{Durability, OnDamage, StorageConfig};
+use crate::contract::event::EventKind;
+use crate::storage::export::GapReason;
+use crate::storage::removal::RemovalLog;
+use crate::storage::stats::Pruned;
+use crate::storage::store::{Meta, Removal};
+pub use error::StorageError;
 use segment::{OpenSegmentError, Scan, ScanError, SegmentHeader, Step};
 use state::{StateFile, SyncedState};
 use summary::Summary;

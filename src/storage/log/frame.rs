@@ -17,8 +17,8 @@
 //! The header repeats what the index needs (`seq`, `time`, kind, task outcome), so
 //! recovery and filtered reads never decode a payload.
 
-use crate::event::{EventKind, OutcomeStatus};
-use crate::store::{Meta, TaskEnd, TaskMeta};
+use crate::contract::event::{EventKind, OutcomeStatus};
+use crate::storage::store::{Meta, TaskEnd, TaskMeta};
 
 /// Bytes before each payload.
 pub(crate) const HEADER_LEN: usize = 36;

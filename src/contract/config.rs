@@ -6,9 +6,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::anonymize::AnonymizationKey;
-use crate::error::ConfigError;
-use crate::event::validate::Limits;
+use crate::contract::event::validate::Limits;
+use crate::contract::key::{AnonymizationKey, KeyError};
 
 /// The largest integer a TOML file can hold (`i64::MAX`): the bound of the unbounded
 /// counts, so every valid configuration can be written back.
@@ -1112,4 +1111,93 @@ pub(crate) fn is_valid_source(source: &str) -> bool {
         && source
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+/// A configuration broke a rule; nothing was applied.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A number is outside its allowed range.
+    #[error("{field} must be within [{min}, {max}], got {value}")]
+    OutOfRange {
+        /// The field, e.g. `retention.max_events`.
+        field: &'static str,
+        /// The value given.
+        value: u64,
+        /// The smallest allowed.
+        min: u64,
+        /// The largest allowed.
+        max: u64,
+    },
+    /// A duration is outside its allowed range.
+    #[error("{field} must be within [{min:?}, {max:?}], got {value:?}")]
+    DurationOutOfRange {
+        /// The field, e.g. `retention.max_age`.
+        field: &'static str,
+        /// The value given.
+        value: Duration,
+        /// The shortest allowed.
+        min: Duration,
+        /// The longest allowed.
+        max: Duration,
+    },
+    /// Both `retention.max_age` and `retention.max_age_secs` are set.
+    #[error("retention.max_age and retention.max_age_secs are both set; keep one")]
+    ConflictingMaxAge,
+    /// Both `anonymization.key_hex` and `anonymization.key_file` are set.
+    #[error("anonymization.key_hex and anonymization.key_file are both set; keep one")]
+    ConflictingKeySources,
+    /// `source` is not a valid source id.
+    #[error("source must be 1 to 64 letters, digits, `-`, `_` or `.`, got {value:?}")]
+    InvalidSource {
+        /// The value given.
+        value: String,
+    },
+    /// `anonymization.key_hex` is not a key.
+    #[error("anonymization.key_hex is invalid: {0}")]
+    InvalidKey(#[source] KeyError),
+    /// An entry of `anonymization.attribute_keys` is empty.
+    #[error("anonymization.attribute_keys[{index}] must not be empty")]
+    EmptyAttributeKey {
+        /// Its position.
+        index: usize,
+    },
+    /// `update_config` tried to change something fixed at build.
+    #[error("{field} cannot change while the collector runs; build a new collector")]
+    NotLive {
+        /// The field or section.
+        field: &'static str,
+    },
+    /// `storage.data_dir` is an empty path.
+    #[error("storage.data_dir must not be empty; leave it out to keep records in memory only")]
+    EmptyDataDir,
+    /// An environment override names no key or holds a value of the wrong type.
+    #[error("{var}: {reason}")]
+    Env {
+        /// The variable, e.g. `ARBITER_EVENTS_RETENTION_MAX_EVENTS`.
+        var: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// An environment override gives a value that breaks a rule.
+    #[error("{var}: {source}")]
+    EnvInvalid {
+        /// The variable that set the field.
+        var: String,
+        /// The rule broken.
+        source: Box<ConfigError>,
+    },
+    /// The TOML is malformed or names an unknown key.
+    #[error("invalid configuration: {0}")]
+    Parse(#[source] Box<toml::de::Error>),
+    /// The file could not be read.
+    #[error("cannot read configuration file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The configuration could not be written as TOML.
+    #[error("cannot write configuration as TOML: {0}")]
+    Serialize(String),
 }

@@ -1,16 +1,11 @@
-//! Keyed pseudonyms for identifiers and redaction of free text, applied at ingest.
+//! The anonymization key: the secret behind every pseudonym, where it came from, and the
+//! keyed hash that turns an identifier into a pseudonym.
 
-use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-
-use crate::config::{AnonymizationConfig, AnonymizationMode, FreeText};
-
-/// What free text becomes under [`FreeText::Redact`].
-pub const REDACTED: &str = "<redacted>";
 
 /// The environment variable read for a hex key when the config names none.
 pub const KEY_ENV: &str = "ARBITER_EVENTS_KEY";
@@ -143,11 +138,9 @@ impl AnonymizationKey {
         hex::encode(&id[..8])
     }
 
-    /// The key that signs this collector's exports, derived under its own context: it
-    /// verifies exports ([`read_export_verified`](crate::read_export_verified)) but
-    /// cannot compute pseudonyms.
-    pub fn mac_key(&self) -> crate::MacKey {
-        crate::MacKey::from_bytes(blake3::derive_key(crate::export::MAC_KEY_CONTEXT, &self.0))
+    /// The key's 32 bytes, for deriving subkeys in the layers that need them.
+    pub(crate) fn secret(&self) -> &[u8; 32] {
+        &self.0
     }
 
     /// The pseudonym of `id` as an identifier of `kind` under this key.
@@ -155,7 +148,7 @@ impl AnonymizationKey {
         render(kind, &self.subkey(kind), id)
     }
 
-    fn subkey(&self, kind: IdKind) -> [u8; 32] {
+    pub(crate) fn subkey(&self, kind: IdKind) -> [u8; 32] {
         blake3::derive_key(kind.context(), &self.0)
     }
 }
@@ -176,7 +169,7 @@ pub enum IdKind {
 }
 
 impl IdKind {
-    const ALL: [IdKind; 4] = [
+    pub(crate) const ALL: [IdKind; 4] = [
         IdKind::Agent,
         IdKind::Task,
         IdKind::Execution,
@@ -202,7 +195,7 @@ impl IdKind {
         }
     }
 
-    fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         self as usize
     }
 }
@@ -210,7 +203,7 @@ impl IdKind {
 /// The hex digits of a pseudonym, without the prefix.
 pub(crate) type Digits = [u8; 2 * PSEUDONYM_BYTES];
 
-fn digits(subkey: &[u8; 32], id: &str) -> Digits {
+pub(crate) fn digits(subkey: &[u8; 32], id: &str) -> Digits {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let hash = blake3::keyed_hash(subkey, id.as_bytes());
     let mut out = [0u8; 2 * PSEUDONYM_BYTES];
@@ -257,143 +250,4 @@ pub enum KeyOrigin {
     DataDir,
     /// Generated at build and never stored: pseudonyms change with every collector.
     Ephemeral,
-}
-
-/// Picks the key: explicit, then config hex, then key file, then environment, then the
-/// data directory's own key (made on first use), then a random ephemeral key.
-pub(crate) fn resolve_key(
-    explicit: Option<AnonymizationKey>,
-    config: &AnonymizationConfig,
-    data_dir: Option<&Path>,
-    rotation: crate::KeyRotation,
-) -> Result<(AnonymizationKey, KeyOrigin), crate::BuildError> {
-    if let Some(key) = explicit {
-        return Ok((key, KeyOrigin::Explicit));
-    }
-    if let Some(hex) = &config.key_hex {
-        return Ok((AnonymizationKey::from_hex(&hex.0)?, KeyOrigin::Config));
-    }
-    if let Some(path) = &config.key_file {
-        return Ok((AnonymizationKey::from_file(path)?, KeyOrigin::File));
-    }
-    if let Ok(text) = std::env::var(KEY_ENV) {
-        let key = AnonymizationKey::from_hex(&text).map_err(|e| KeyError::Env {
-            source: Box::new(e),
-        })?;
-        return Ok((key, KeyOrigin::Environment));
-    }
-    if let Some(dir) = data_dir {
-        return Ok((crate::log::dir::key(dir, rotation)?, KeyOrigin::DataDir));
-    }
-    Ok((AnonymizationKey::generate()?, KeyOrigin::Ephemeral))
-}
-
-/// Turns identifiers into pseudonyms with the subkeys derived once and a bounded memo
-/// per identifier kind: what the collector's worker uses, offered to consumers that need
-/// the pseudonyms of ids they know (to join exports with their own data, say).
-///
-/// ```
-/// use arbiter_events::{AnonymizationKey, IdKind, Pseudonymizer};
-/// let key = AnonymizationKey::from_bytes([9; 32]);
-/// let mut p = Pseudonymizer::new(&key, 1024);
-/// let mut id = String::from("agent-7");
-/// p.pseudonymize(IdKind::Agent, &mut id);
-/// assert_eq!(id, key.pseudonym(IdKind::Agent, "agent-7"));
-/// ```
-pub struct Pseudonymizer {
-    subkeys: [[u8; 32]; 4],
-    memo: [HashMap<String, Digits, foldhash::fast::RandomState>; 4],
-    memo_capacity: usize,
-}
-
-impl fmt::Debug for Pseudonymizer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Pseudonymizer")
-            .field("memo_capacity", &self.memo_capacity)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Pseudonymizer {
-    /// A pseudonymizer for `key`, remembering up to `memo_capacity` ids per kind
-    /// (0: none).
-    pub fn new(key: &AnonymizationKey, memo_capacity: usize) -> Pseudonymizer {
-        Pseudonymizer {
-            subkeys: IdKind::ALL.map(|kind| key.subkey(kind)),
-            memo: Default::default(),
-            memo_capacity,
-        }
-    }
-
-    /// Replaces `id` by its pseudonym as an identifier of `kind`.
-    pub fn pseudonymize(&mut self, kind: IdKind, id: &mut String) {
-        let digits = self.digits(kind, id);
-        write_pseudonym(kind, &digits, id);
-    }
-
-    /// The hex digits of the pseudonym of `id`, from the memo when it is there. A full
-    /// memo is emptied whole: memory stays bounded and the hot ids come straight back.
-    pub(crate) fn digits(&mut self, kind: IdKind, id: &str) -> Digits {
-        let memo = &mut self.memo[kind.index()];
-        if let Some(d) = memo.get(id) {
-            return *d;
-        }
-        let d = digits(&self.subkeys[kind.index()], id);
-        if self.memo_capacity > 0 {
-            if memo.len() >= self.memo_capacity {
-                memo.clear();
-            }
-            memo.insert(id.to_owned(), d);
-        }
-        d
-    }
-
-    /// The pseudonym of `id` as an identifier of `kind`.
-    pub fn pseudonym(&mut self, kind: IdKind, id: &str) -> String {
-        let mut out = id.to_owned();
-        self.pseudonymize(kind, &mut out);
-        out
-    }
-}
-
-/// The ingest worker's anonymizer: the pseudonymizer and the text policy, consulted by
-/// the record encoder field by field (the event itself is never rewritten).
-#[derive(Debug)]
-pub(crate) struct Anonymizer {
-    mode: AnonymizationMode,
-    free_text: FreeText,
-    pseudonymizer: Pseudonymizer,
-    attribute_keys: HashSet<String>,
-}
-
-impl Anonymizer {
-    pub(crate) fn new(key: &AnonymizationKey, config: &AnonymizationConfig) -> Anonymizer {
-        Anonymizer {
-            mode: config.mode,
-            free_text: config.free_text,
-            pseudonymizer: Pseudonymizer::new(key, config.memo_capacity),
-            attribute_keys: config.attribute_keys.iter().cloned().collect(),
-        }
-    }
-
-    /// The pseudonym of `id` as prefix and digits, or `None` when identifiers are kept.
-    pub(crate) fn pseudonym(&mut self, kind: IdKind, id: &str) -> Option<(&'static str, Digits)> {
-        match self.mode {
-            AnonymizationMode::Off => None,
-            AnonymizationMode::Pseudonymize => {
-                Some((kind.prefix(), self.pseudonymizer.digits(kind, id)))
-            }
-        }
-    }
-
-    /// What free text becomes: `None` to keep it, or the replacement.
-    pub(crate) fn redaction(&self) -> Option<&'static str> {
-        (self.mode == AnonymizationMode::Pseudonymize && self.free_text == FreeText::Redact)
-            .then_some(REDACTED)
-    }
-
-    /// Whether values under the attribute key `key` are pseudonymized.
-    pub(crate) fn is_pseudonymized_key(&self, key: &str) -> bool {
-        self.mode == AnonymizationMode::Pseudonymize && self.attribute_keys.contains(key)
-    }
 }

@@ -3,10 +3,10 @@
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::anonymize::KeyOrigin;
-use crate::config::AnonymizationMode;
-use crate::event::{EventKind, OutcomeStatus};
-use crate::store::{Meta, Removal, TaskEnd};
+use crate::contract::config::AnonymizationMode;
+use crate::contract::event::{EventKind, OutcomeStatus};
+use crate::contract::key::KeyOrigin;
+use crate::storage::store::{Meta, Removal, TaskEnd};
 
 /// Slots of the task tallies: the four outcome statuses, then abandoned.
 const TASK_SLOTS: usize = 5;
@@ -230,7 +230,7 @@ pub struct Stats {
     /// Where the key came from, when pseudonymizing.
     pub key_origin: Option<KeyOrigin>,
     /// The data directory, when there is one.
-    pub storage: Option<crate::log::StorageStats>,
+    pub storage: Option<crate::storage::log::StorageStats>,
 }
 
 impl Stats {

@@ -12,22 +12,23 @@ use crossbeam_channel::{RecvTimeoutError, SendTimeoutError, Sender, TrySendError
 use crossbeam_utils::CachePadded;
 use time::OffsetDateTime;
 
-use crate::KeyRotation;
-use crate::anonymize::{AnonymizationKey, Anonymizer, IdKind, KeyError, KeyOrigin, resolve_key};
-use crate::clock::{Clock, SystemClock, datetime, unix_nanos};
-use crate::config::{AnonymizationMode, Config, Durability, Overflow};
-use crate::error::{
-    BuildError, ConfigError, ExportError, FlushError, RecordError, ShutdownError, TryRecordError,
-};
-use crate::event::validate::Limits;
-use crate::event::{Attributes, Event, TaskStarted};
-use crate::event::{Rule, ValidationError};
-use crate::execution::TaskExecution;
-use crate::export::{self, Export, ExportContext, ExportRequest, Seal};
-use crate::log::{LogWriter, StorageStats, dir as data_dir};
-use crate::stats::{Dropped, State, Stats, StoreView};
-use crate::store::{Bounds, Store};
-use crate::worker::{self, Msg};
+use crate::codec::anonymize::Anonymizer;
+use crate::contract::clock::{Clock, SystemClock, datetime, unix_nanos};
+use crate::contract::config::ConfigError;
+use crate::contract::config::{AnonymizationMode, Config, Durability, Overflow};
+use crate::contract::event::validate::Limits;
+use crate::contract::event::{Attributes, Event, TaskStarted};
+use crate::contract::event::{Rule, ValidationError};
+use crate::contract::key::{AnonymizationKey, IdKind, KeyError, KeyOrigin};
+use crate::pipeline::error::{BuildError, FlushError, RecordError, ShutdownError, TryRecordError};
+use crate::pipeline::execution::TaskExecution;
+use crate::pipeline::key::resolve_key;
+use crate::pipeline::worker::{self, Msg};
+use crate::storage::export::ExportError;
+use crate::storage::export::{self, Export, ExportContext, ExportRequest, Seal};
+use crate::storage::log::{KeyRotation, LogWriter, StorageStats, dir as data_dir};
+use crate::storage::stats::{Dropped, State, Stats, StoreView};
+use crate::storage::store::{Bounds, Store};
 
 /// How long dropping the last handle waits for the worker to store what is queued.
 pub const DROP_FLUSH_TIMEOUT: Duration = Duration::from_millis(250);
@@ -512,7 +513,7 @@ impl CollectorBuilder {
         let mut store = Store::new(bounds(&config));
         let log = match (&dir, lock) {
             (Some(dir), Some(lock)) => {
-                let key_bytes = crate::log::key_id_bytes(key_id.as_deref());
+                let key_bytes = crate::storage::log::key_id_bytes(key_id.as_deref());
                 let writer = LogWriter::open(
                     dir,
                     lock,
@@ -921,7 +922,10 @@ impl Collector {
 
     /// Validates an event built outside `record`; a failure is counted as submitted and
     /// rejected, as `record` would.
-    pub(crate) fn validate(&self, event: &Event) -> Result<(), crate::ValidationError> {
+    pub(crate) fn validate(
+        &self,
+        event: &Event,
+    ) -> Result<(), crate::contract::event::ValidationError> {
         let result = event.validate(&self.shared().live.limits());
         if result.is_err() {
             let counters = &self.shared().counters;

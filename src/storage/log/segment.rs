@@ -19,7 +19,7 @@ use std::io::{self, Read, Seek};
 use std::path::{Path, PathBuf};
 
 use super::frame::{self, FrameError};
-use crate::store::Meta;
+use crate::storage::store::Meta;
 
 /// Bytes of a segment header.
 pub(crate) const HEADER_LEN: usize = 32;

@@ -1,17 +1,20 @@
 //! Incremental exports: a `seq` cursor, time and kind filters, explicit gaps, and a
 //! self-checking MessagePack layout (header, named-map records, trailer).
 
+mod error;
+
 use std::io::{Read, Write};
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::clock::{datetime, unix_nanos};
-use crate::config::AnonymizationMode;
-use crate::error::ExportError;
-use crate::event::{Event, EventKind};
-use crate::store::{Meta, Store};
+use crate::contract::clock::{datetime, unix_nanos};
+use crate::contract::config::AnonymizationMode;
+use crate::contract::event::{Event, EventKind};
+use crate::contract::key::AnonymizationKey;
+use crate::storage::store::{Meta, Store};
+pub use error::ExportError;
 
 /// The `format` of every export header.
 pub const EXPORT_FORMAT: &str = "arbiter-events/export";
@@ -242,7 +245,7 @@ pub struct ExportTrailer {
 }
 
 /// The key that signs and verifies exports: derived from the collector's
-/// [`AnonymizationKey`](crate::AnonymizationKey) under its own context, so whoever holds
+/// [`AnonymizationKey`](AnonymizationKey) under its own context, so whoever holds
 /// it can verify exports but cannot compute pseudonyms. `Debug` prints `MacKey(..)`.
 ///
 /// ```
@@ -258,6 +261,14 @@ pub struct MacKey([u8; 32]);
 impl std::fmt::Debug for MacKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("MacKey(..)")
+    }
+}
+
+impl AnonymizationKey {
+    /// The key that signs this collector's exports, derived under its own context: it
+    /// verifies exports ([`read_export_verified`]) but cannot compute pseudonyms.
+    pub fn mac_key(&self) -> MacKey {
+        MacKey::from_bytes(blake3::derive_key(MAC_KEY_CONTEXT, self.secret()))
     }
 }
 
@@ -847,15 +858,14 @@ impl<'r> Builder<'r> {
 /// source id, and the MAC key of its `key` file when that key made the records
 /// (`key_id`); records under a key from elsewhere (config, environment) stay unsigned.
 pub(crate) fn dir_seal(root: &std::path::Path, key_id: Option<&str>) -> Result<Seal, ExportError> {
-    let source = crate::log::dir::source(root, None, false)?;
-    let key_path = root.join(crate::log::dir::KEY);
+    let source = crate::storage::log::dir::source(root, None, false)?;
+    let key_path = root.join(crate::storage::log::dir::KEY);
     let mac_key = match key_id {
         Some(id) if key_path.exists() => {
-            let key = crate::AnonymizationKey::from_file(&key_path).map_err(|e| {
-                ExportError::InvalidMacKey {
+            let key =
+                AnonymizationKey::from_file(&key_path).map_err(|e| ExportError::InvalidMacKey {
                     reason: e.to_string(),
-                }
-            })?;
+                })?;
             (key.key_id() == id).then(|| (key.key_id(), key.mac_key()))
         }
         _ => None,
@@ -892,7 +902,7 @@ pub(crate) fn export(ctx: ExportContext<'_>, req: &ExportRequest) -> Result<Expo
     if b.cursor() + 1 < memory_first
         && let Some(root) = ctx.data_dir
     {
-        crate::log::export_from_disk(root, &mut b, Some(memory_first), Some(cutoff))?;
+        crate::storage::log::export_from_disk(root, &mut b, Some(memory_first), Some(cutoff))?;
         if b.done() || b.cursor() + 1 < memory_first {
             return Ok(b.finish(key_id, seal));
         }
@@ -909,7 +919,7 @@ pub(crate) fn export(ctx: ExportContext<'_>, req: &ExportRequest) -> Result<Expo
         {
             // Pruned from memory since the look above: those records are on disk.
             drop(store);
-            crate::log::export_from_disk(root, &mut b, Some(first), Some(cutoff))?;
+            crate::storage::log::export_from_disk(root, &mut b, Some(first), Some(cutoff))?;
             if b.done() || b.cursor() + 1 < first {
                 return Ok(b.finish(key_id, seal));
             }
@@ -1018,7 +1028,7 @@ pub fn read_export<R: Read>(mut input: R) -> Result<ExportFile, ExportError> {
 /// passes was written by a holder of the collector's key and not changed since, header
 /// (`source`, `key_id`, `after`, `next_cursor`, `gap`, filters, counts) and records alike.
 ///
-/// [`AnonymizationKey::mac_key`]: crate::AnonymizationKey::mac_key
+/// [`AnonymizationKey::mac_key`]: AnonymizationKey::mac_key
 ///
 /// ```
 /// use arbiter_events::{read_export_verified, AnonymizationKey, Collector, Config, Cursor, ExportRequest};
@@ -1135,7 +1145,7 @@ fn check_header(h: &ExportHeader, records: &[Record]) -> Result<(), ExportError>
         );
     }
     if let Some(source) = &h.source
-        && !crate::config::is_valid_source(source)
+        && !crate::contract::config::is_valid_source(source)
     {
         return refuse("source", format!("{source:?} is not a valid source id"));
     }
@@ -1273,7 +1283,7 @@ const MIN_RECORD_BYTES: usize = 16;
 /// The most records a reader reserves room for before it has read them.
 const MAX_PRESIZED_RECORDS: u64 = 1 << 16;
 /// How deep a reader follows nested values: attributes at their deepest, plus the record.
-const MAX_DECODE_DEPTH: usize = crate::config::MAX_ATTRIBUTE_DEPTH + 8;
+const MAX_DECODE_DEPTH: usize = crate::contract::config::MAX_ATTRIBUTE_DEPTH + 8;
 
 #[derive(Deserialize)]
 struct HeaderProbe {

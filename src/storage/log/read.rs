@@ -8,10 +8,11 @@ use serde::Serialize;
 use super::segment::{self, OpenSegmentError, Scan, Step};
 use super::state::{self, SyncedState};
 use super::{BadFrame, classify, dir, resync, summary};
-use crate::error::{ExportError, StorageError};
-use crate::event::EventKind;
-use crate::export::{Builder, Cursor, Export, ExportRequest, GapReason};
-use crate::removal::RemovalLog;
+use crate::contract::event::EventKind;
+use crate::storage::export::ExportError;
+use crate::storage::export::{Builder, Cursor, Export, ExportRequest, GapReason};
+use crate::storage::log::StorageError;
+use crate::storage::removal::RemovalLog;
 
 /// Feeds the records after the builder's cursor (and before `upto`, when given) from the
 /// segments to `b`. Records older than `cutoff` count as pruned for age. A gap between
@@ -252,7 +253,7 @@ impl DataDir {
         let published = state::read(&self.root)?;
         let bound = published.as_ref().and_then(SyncedState::reader_bound);
         export_from_disk(&self.root, &mut b, bound, None)?;
-        let seal = crate::export::dir_seal(&self.root, b.key_id())?;
+        let seal = crate::storage::export::dir_seal(&self.root, b.key_id())?;
         let mut export = b.finish(None, seal);
         // Under `buffered` (or in a directory that never published a synced position)
         // the records past the synced position may be taken back by a machine crash.

@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
-use crate::export::GapReason;
+use crate::storage::export::GapReason;
 
 /// The most ranges remembered; older ones merge (reason `mixed`).
 pub(crate) const MAX_RANGES: usize = 256;

@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 
 use super::frame;
 use super::segment::{self, SegmentHeader};
-use crate::event::EventKind;
+use crate::contract::event::EventKind;
 
 const MAGIC: &[u8; 8] = b"ARBEVSUM";
 const VERSION: u16 = 1;

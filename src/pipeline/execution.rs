@@ -3,9 +3,9 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::collector::Collector;
-use crate::error::{CompleteError, RecordError};
-use crate::event::{Event, TaskAbandoned, TaskCompleted, TaskOutcome};
+use crate::contract::event::{Event, TaskAbandoned, TaskCompleted, TaskOutcome};
+use crate::pipeline::collector::Collector;
+use crate::pipeline::error::{CompleteError, RecordError};
 
 /// An open execution from [`Collector::start_task`].
 ///

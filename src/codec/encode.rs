@@ -10,10 +10,11 @@ use std::io;
 
 use rmp::encode as mp;
 
-use crate::anonymize::{Anonymizer, IdKind, write_pseudonym};
-use crate::event::{
+use crate::codec::anonymize::Anonymizer;
+use crate::contract::event::{
     AgentStatus, Attributes, Complexity, Event, OutcomeStatus, RoutingStrategy, Severity, Value,
 };
+use crate::contract::key::{IdKind, write_pseudonym};
 
 type Written = io::Result<()>;
 
@@ -406,8 +407,8 @@ mod tests {
     use serde::Serialize;
 
     use super::*;
-    use crate::anonymize::AnonymizationKey;
-    use crate::config::{AnonymizationConfig, AnonymizationMode};
+    use crate::contract::config::{AnonymizationConfig, AnonymizationMode};
+    use crate::contract::key::AnonymizationKey;
 
     /// The same record through serde and rmp-serde's struct maps.
     fn serde_record(seq: u64, time: i64, occurred_at: Option<i64>, event: &Event) -> Vec<u8> {
@@ -462,7 +463,7 @@ mod tests {
             ..AnonymizationConfig::default()
         };
         let mut anonymizer = Anonymizer::new(&AnonymizationKey::from_bytes([1; 32]), &config);
-        let event = Event::ThinkingBudgetUsed(crate::ThinkingBudgetUsed {
+        let event = Event::ThinkingBudgetUsed(crate::contract::event::ThinkingBudgetUsed {
             task_id: "t".into(),
             tokens_used: 1,
             tokens_allocated: 2,

@@ -14,12 +14,12 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
-use crate::anonymize::Anonymizer;
-use crate::collector::Shared;
-use crate::encode::encode_record;
-use crate::event::Event;
-use crate::log::{FrameRef, frame};
-use crate::store::{Meta, TaskEnd, TaskMeta};
+use crate::codec::anonymize::Anonymizer;
+use crate::codec::encode::encode_record;
+use crate::contract::event::Event;
+use crate::pipeline::collector::Shared;
+use crate::storage::log::{FrameRef, frame};
+use crate::storage::store::{Meta, TaskEnd, TaskMeta};
 
 /// What travels from the handles to the worker.
 pub(crate) enum Msg {

@@ -25,7 +25,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
 use std::path::Path;
 
-use crate::error::StorageError;
+use super::StorageError;
 
 /// The file name in the data directory.
 pub(crate) const FILE: &str = "synced";

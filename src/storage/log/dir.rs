@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::anonymize::AnonymizationKey;
-use crate::error::StorageError;
-use crate::removal::{RemovalLog, RemovedRange};
+use super::StorageError;
+use crate::contract::key::{AnonymizationKey, KeyError};
+use crate::storage::removal::{RemovalLog, RemovedRange};
 
 /// The folder of segment files.
 pub(crate) const SEGMENTS: &str = "segments";
@@ -111,15 +111,33 @@ fn newest_segment_key_id(dir: &Path) -> Result<Option<String>, StorageError> {
     Ok(None)
 }
 
+/// Why the directory's own key could not be had.
+#[derive(Debug)]
+pub(crate) enum KeyFileError {
+    /// The key file holds no valid key, or no key could be generated.
+    Key(KeyError),
+    /// The directory could not be read or written.
+    Storage(StorageError),
+}
+
+impl From<KeyError> for KeyFileError {
+    fn from(e: KeyError) -> KeyFileError {
+        KeyFileError::Key(e)
+    }
+}
+
+impl From<StorageError> for KeyFileError {
+    fn from(e: StorageError) -> KeyFileError {
+        KeyFileError::Storage(e)
+    }
+}
+
 /// The directory's own key: read if present, else generated and written owner-only,
 /// through a temporary file renamed into place, so a crash never leaves a partial key.
 /// A key that does not match the newest segments' key id, or a missing key file when
 /// segments were pseudonymized, is refused unless `rotation` is
 /// [`KeyRotation::Rotate`]. The caller holds the directory's lock.
-pub(crate) fn key(
-    dir: &Path,
-    rotation: KeyRotation,
-) -> Result<AnonymizationKey, crate::BuildError> {
+pub(crate) fn key(dir: &Path, rotation: KeyRotation) -> Result<AnonymizationKey, KeyFileError> {
     let path = dir.join(KEY);
     let made_under = newest_segment_key_id(dir)?;
     if path.exists() {
@@ -305,7 +323,7 @@ impl super::DataDir {
         let published = super::state::read(root)?;
         let recovered = super::recover(
             root,
-            crate::config::OnDamage::Truncate,
+            crate::contract::config::OnDamage::Truncate,
             None,
             published.as_ref(),
             &mut removed,
@@ -324,7 +342,8 @@ impl super::DataDir {
     #[allow(clippy::type_complexity)]
     pub fn consumer_cursors(
         &self,
-    ) -> Result<Vec<(String, Result<crate::Cursor, StorageError>)>, StorageError> {
+    ) -> Result<Vec<(String, Result<crate::storage::export::Cursor, StorageError>)>, StorageError>
+    {
         let folder = self.path().join(CONSUMERS);
         let mut out = Vec::new();
         let entries = match std::fs::read_dir(&folder) {
@@ -384,7 +403,7 @@ pub(crate) fn source(
         }
         (None, None) => return Ok(None),
     };
-    if !crate::config::is_valid_source(&id) {
+    if !crate::contract::config::is_valid_source(&id) {
         let reason = format!(
             "{id:?} is not a source id (1 to 64 letters, digits, `-`, `_` or `.`); \
              fix the file, or delete it to generate a new id"

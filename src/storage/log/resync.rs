@@ -81,8 +81,8 @@ pub(crate) fn find_in(bytes: &[u8], expected: u64) -> Option<(usize, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::EventKind;
-    use crate::store::Meta;
+    use crate::contract::event::EventKind;
+    use crate::storage::store::Meta;
 
     fn frames(seqs: std::ops::Range<u64>) -> (Vec<u8>, Vec<usize>) {
         let mut buf = Vec::new();

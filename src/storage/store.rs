@@ -12,10 +12,10 @@
 
 use std::collections::VecDeque;
 
-use crate::event::{EventKind, OutcomeStatus};
-use crate::export::GapReason;
-use crate::removal::RemovalLog;
-use crate::stats::{Pruned, Tally};
+use crate::contract::event::{EventKind, OutcomeStatus};
+use crate::storage::export::GapReason;
+use crate::storage::removal::RemovalLog;
+use crate::storage::stats::{Pruned, Tally};
 
 /// How an execution ended, for the task tallies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -457,6 +457,6 @@ mod tests {
                 s.clear();
             }
         }
-        assert!(s.removed.len() <= crate::removal::MAX_RANGES);
+        assert!(s.removed.len() <= crate::storage::removal::MAX_RANGES);
     }
 }

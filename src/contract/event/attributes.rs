@@ -5,7 +5,7 @@ use std::fmt;
 use serde::de::{MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::config::MAX_COLLECTION_LEN;
+use crate::contract::config::MAX_COLLECTION_LEN;
 
 /// A small, self-describing value inside [`Attributes`].
 ///
