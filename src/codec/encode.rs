@@ -18,6 +18,13 @@ use crate::contract::key::{IdKind, write_pseudonym};
 
 type Written = io::Result<()>;
 
+/// MessagePack markers of the short forms (the low bits hold the length).
+const FIXMAP: u8 = 0x80;
+const FIXARRAY: u8 = 0x90;
+const FIXSTR: u8 = 0xa0;
+const STR8: u8 = 0xd9;
+const F64: u8 = 0xcb;
+
 /// Appends the record `seq` at `time` holding `event` to `out`; `occurred_at` (when the
 /// caller gave one) follows `time`, and is absent otherwise.
 pub(crate) fn encode_record(
@@ -67,18 +74,42 @@ struct Encoder<'a> {
 }
 
 impl Encoder<'_> {
+    // The markers of the short forms are written straight into the buffer: the same
+    // bytes `rmp` writes (it too picks the shortest form), without a fallible `Write`
+    // call per marker, which is most of the cost of a record of short strings.
+
     fn map(&mut self, len: u32) -> Written {
+        if len < 16 {
+            self.out.push(FIXMAP | len as u8);
+            return Ok(());
+        }
         mp::write_map_len(self.out, len)?;
         Ok(())
     }
 
     fn array(&mut self, len: usize) -> Written {
+        if len < 16 {
+            self.out.push(FIXARRAY | len as u8);
+            return Ok(());
+        }
         mp::write_array_len(self.out, u32::try_from(len).map_err(io::Error::other)?)?;
         Ok(())
     }
 
+    fn str_len(&mut self, len: usize) -> Written {
+        match u8::try_from(len) {
+            Ok(n) if n < 32 => self.out.push(FIXSTR | n),
+            Ok(n) => self.out.extend_from_slice(&[STR8, n]),
+            Err(_) => {
+                mp::write_str_len(self.out, u32::try_from(len).map_err(io::Error::other)?)?;
+            }
+        }
+        Ok(())
+    }
+
     fn str(&mut self, s: &str) -> Written {
-        mp::write_str(self.out, s)?;
+        self.str_len(s.len())?;
+        self.out.extend_from_slice(s.as_bytes());
         Ok(())
     }
 
@@ -88,7 +119,8 @@ impl Encoder<'_> {
 
     fn f64(&mut self, name: &str, v: f64) -> Written {
         self.key(name)?;
-        mp::write_f64(self.out, v)?;
+        self.out.push(F64);
+        self.out.extend_from_slice(&v.to_be_bytes());
         Ok(())
     }
 
@@ -113,8 +145,7 @@ impl Encoder<'_> {
         match self.anonymizer.pseudonym(kind, id) {
             None => self.str(id),
             Some((prefix, digits)) => {
-                let len = prefix.len() + digits.len();
-                mp::write_str_len(self.out, u32::try_from(len).map_err(io::Error::other)?)?;
+                self.str_len(prefix.len() + digits.len())?;
                 self.out.extend_from_slice(prefix.as_bytes());
                 self.out.extend_from_slice(&digits);
                 Ok(())
@@ -471,6 +502,31 @@ mod tests {
         let mut out = Vec::new();
         assert!(encode_record(1, 2, None, &event, &mut anonymizer, &mut out).is_ok());
         assert_eq!(out, serde_record(1, 2, None, &event));
+    }
+
+    #[test]
+    fn short_form_markers_are_rmps_at_every_boundary() {
+        let config = AnonymizationConfig::default();
+        let mut anonymizer = Anonymizer::new(&AnonymizationKey::from_bytes([1; 32]), &config);
+        for len in [0usize, 1, 15, 16, 31, 32, 255, 256, 65_535, 65_536] {
+            let text = "x".repeat(len);
+            let mut ours = Vec::new();
+            let mut e = Encoder {
+                out: &mut ours,
+                anonymizer: &mut anonymizer,
+            };
+            assert!(e.str(&text).is_ok());
+            assert!(e.map(len as u32).is_ok());
+            assert!(e.array(len).is_ok());
+            assert!(e.f64("v", len as f64 / 3.0).is_ok());
+            let mut theirs = Vec::new();
+            assert!(mp::write_str(&mut theirs, &text).is_ok());
+            assert!(mp::write_map_len(&mut theirs, len as u32).is_ok());
+            assert!(mp::write_array_len(&mut theirs, len as u32).is_ok());
+            assert!(mp::write_str(&mut theirs, "v").is_ok());
+            assert!(mp::write_f64(&mut theirs, len as f64 / 3.0).is_ok());
+            assert_eq!(ours, theirs, "length {len}");
+        }
     }
 
     #[test]
