@@ -1,0 +1,87 @@
+"""Read, verify and table arbiter-events exports; pull increments; record over HTTP.
+
+Hello, world — pull what is new for the consumer ``rl`` into Parquet, one file per kind::
+
+    from arbiter_events import Puller
+
+    puller = Puller("rl", data_dir="./arbiter-data")   # or server="http://127.0.0.1:7474", token=...
+    batch = puller.pull()                             # verified, exactly once by seq
+    batch.write_parquet("parquet/")                   # or batch.to_arrow("routing_decision")
+    puller.commit(batch)
+
+The core needs only ``msgpack`` and ``blake3``; tables need the ``arrow`` extra
+(pyarrow), DataFrames ``pandas``, and ``to_dataset`` the ``datasets`` extra.
+
+It is not: a writer of exports (the Rust collector writes them), a server, or a way to
+undo pseudonymization (the MAC key verifies files and computes no pseudonym).
+"""
+
+from ._client import Client, RecordResult, Rejection
+from ._errors import (
+    ArbiterEventsError,
+    BadRequestError,
+    ChecksumMismatchError,
+    ConflictError,
+    ConnectionFailedError,
+    CorruptError,
+    CountMismatchError,
+    ExportError,
+    ForbiddenError,
+    HeaderMismatchError,
+    InvalidMacKeyError,
+    MacError,
+    MacMismatchError,
+    MacMissingError,
+    NotAnExportError,
+    NotFoundError,
+    PayloadTooLargeError,
+    PullError,
+    QueueFullError,
+    ServerError,
+    TooManyEventsError,
+    TruncatedError,
+    UnauthorizedError,
+    UnsupportedVersionError,
+)
+from ._events import (
+    EVENT_CLASSES,
+    KINDS,
+    AgentRegistered,
+    AgentStatusChanged,
+    Alternative,
+    Baseline,
+    ConstitutionalValidation,
+    Custom,
+    EvaluationOutcome,
+    Event,
+    JudgmentRecorded,
+    MinimalityEvaluated,
+    Outcome,
+    RlTrainingMetrics,
+    RoutingDecision,
+    TaskAbandoned,
+    TaskCompleted,
+    TaskStarted,
+    ThinkingBudgetAllocated,
+    ThinkingBudgetUsed,
+    UnknownRecord,
+    Violation,
+    typed,
+)
+from ._export import (
+    FORMAT,
+    VERSIONS,
+    ExportFile,
+    Gap,
+    Header,
+    Trailer,
+    mac_key_from_hex,
+    read_export,
+    read_mac_key,
+)
+from ._puller import Batch, Puller
+from ._tabular import COLUMNS, ENVELOPE, Tabular, arrow_schema
+
+__version__ = "0.1.0"
+
+__all__ = [name for name in dir() if not name.startswith("_")]
