@@ -288,7 +288,7 @@ def _check_format(header: Any) -> None:
 
 def _split_msgpack(data: bytes):
     """(header, records, trailer, signed bytes) of a MessagePack export."""
-    unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=len(data) + 1)
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=max(len(data), 1 << 20))
     unpacker.feed(data)
     try:
         header = unpacker.unpack()
