@@ -221,15 +221,16 @@ class Client:
     def start_task(self, task_id: str, agent_id: str, **fields: Any) -> str:
         """Starts an execution (``POST /v1/tasks/start``); returns its ``execution_id``.
         ``fields`` are the other fields start_task takes (e.g. ``context={...}``)."""
+        what = "POST /v1/tasks/start"
         answer = self._json("POST", "/v1/tasks/start", None, {"task_id": task_id, "agent_id": agent_id, **fields})
-        return str(answer["execution_id"])
+        return _get(answer, "execution_id", str, what)
 
     def complete_task(self, execution_id: str, status: str = "succeeded", **fields: Any) -> float:
         """Completes an execution; returns the duration the server measured, in ms.
         Raises :class:`NotFoundError` for an unknown id, :class:`ConflictError` twice."""
         path = f"/v1/tasks/{urllib.parse.quote(execution_id, safe='')}/complete"
         answer = self._json("POST", path, None, {"status": status, **fields})
-        return float(answer["duration_ms"])
+        return float(_get(answer, "duration_ms", (int, float), f"POST {path}"))
 
     # --- exporting ---------------------------------------------------------------------
 
@@ -268,12 +269,13 @@ class Client:
         the synced position or goes back."""
         path = f"/v1/consumers/{urllib.parse.quote(consumer, safe='')}/commit"
         answer = self._json("POST", path, None, {"cursor": cursor})
-        return int(answer["cursor"])
+        return _get(answer, "cursor", int, f"POST {path}")
 
     def consumers(self) -> Dict[str, int]:
         """Every consumer's committed cursor, by name."""
-        answer = self._json("GET", "/v1/consumers")
-        return {str(c["name"]): int(c["cursor"]) for c in answer.get("consumers", [])}
+        what = "GET /v1/consumers"
+        consumers = _get(self._json("GET", "/v1/consumers"), "consumers", list, what)
+        return {_get(c, "name", str, what): _get(c, "cursor", int, what) for c in consumers}
 
     def stats(self) -> Dict[str, Any]:
         """The collector's stats (what `arbiter-events stats` prints)."""
@@ -295,6 +297,15 @@ class Client:
         """The Prometheus text exposition of ``/metrics``."""
         _, _, data = self.request("GET", "/metrics")
         return data.decode("utf-8", "replace")
+
+
+def _get(answer: Any, key: str, kind: Any, what: str) -> Any:
+    """``answer[key]`` when ``answer`` is a dict holding a ``kind`` there; else a
+    :class:`ServerError` saying the answer is not what the contract says."""
+    value = answer.get(key) if isinstance(answer, dict) else None
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise ServerError(f"{what}: the answer has no `{key}` of the expected type: {answer!r:.200}")
+    return value
 
 
 def _json_or_empty(data: bytes) -> Dict[str, Any]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import operator
 import os
 import pathlib
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ from ._errors import (
     TruncatedError,
     UnsupportedVersionError,
 )
-from ._tabular import Tabular
+from ._tabular import Tabular, no_gc
 
 FORMAT = "arbiter-events/export"
 """The header's ``format`` field."""
@@ -59,6 +60,11 @@ _DECODE_ERRORS = (
     RecursionError,
     msgpack.UnpackException,
 )
+
+
+_SEQ = operator.itemgetter("seq")
+_TIME = operator.itemgetter("time")
+_TYPE = operator.itemgetter("type")
 
 
 @dataclass(frozen=True)
@@ -302,8 +308,9 @@ def _split_msgpack(data: bytes):
     records: List[Any] = []
     append, unpack = records.append, unpacker.unpack
     try:
-        for _ in range(count):
-            append(unpack())
+        with no_gc():
+            for _ in range(count):
+                append(unpack())
     except msgpack.OutOfData:
         raise TruncatedError(f"truncated after {len(records)} of {count} records") from None
     records_end = unpacker.tell()
@@ -335,7 +342,8 @@ def _split_jsonl(data: bytes):
         kind = TruncatedError if len(lines) < count else CountMismatchError
         raise kind(f"{len(lines)} record lines, the header says {count}")
     loads = json.loads
-    records = [loads(line) for line in lines]
+    with no_gc():
+        records = [loads(line) for line in lines]
     trailer = loads(last)
     return header, records, trailer, data[: len(body) + 1]
 
@@ -404,14 +412,15 @@ def _check_records(h: Header, records: Sequence[Any]) -> None:
 
     if (h.key_id is not None) != (h.anonymization == "pseudonymize"):
         refuse("key_id", "given exactly when identifiers are pseudonyms")
-    previous = h.after
-    for r in records:
-        seq = r["seq"]
-        if type(seq) is not int or seq <= previous:
-            refuse("after", f"seq {seq!r} does not follow {previous}")
-        previous = seq
-        if type(r["time"]) is not int or not isinstance(r["type"], str):
-            raise CorruptError(f"record seq {seq}: `time` or `type` of the wrong type")
+    seqs = list(map(_SEQ, records))
+    if set(map(type, seqs)) - {int}:
+        raise CorruptError("a record's `seq` is not an integer")
+    if not all(map(operator.lt, [h.after, *seqs[:-1]], seqs)):
+        at = next(i for i, (a, b) in enumerate(zip([h.after, *seqs[:-1]], seqs)) if a >= b)
+        refuse("after", f"seq {seqs[at]} does not follow {[h.after, *seqs][at]}")
+    previous = seqs[-1] if seqs else h.after
+    if set(map(type, map(_TIME, records))) - {int} or set(map(type, map(_TYPE, records))) - {str}:
+        raise CorruptError("a record's `time` or `type` is of the wrong type")
     first = records[0]["seq"] if records else None
     last = records[-1]["seq"] if records else None
     if h.first_seq != first:

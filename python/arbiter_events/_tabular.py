@@ -6,6 +6,8 @@ extras); they are imported only when a table is asked for.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import os
 import pathlib
@@ -205,29 +207,44 @@ def _dumps(value: Any) -> Optional[str]:
     return None if value is None else json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
-def _column(pa, records: Sequence[Dict[str, Any]], name: str, kind: Any, typ, wide: bool):
-    if wide or name == "occurred_at":
-        values = [r.get(name) for r in records]
-    else:
-        try:
-            values = [r[name] for r in records]
-        except KeyError:
-            raise ValueError(f"a record lacks the field `{name}` of its kind") from None
-    if kind == "json":
-        values = [_dumps(v) for v in values]
-    return pa.array(values, type=typ)
+@contextlib.contextmanager
+def no_gc():
+    """The cyclic garbage collector paused: building many small acyclic containers (the
+    decoded records) otherwise triggers it again and again, for nothing."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def build_table(records: Sequence[Dict[str, Any]], kind: Optional[str]):
-    """The table of ``records`` (all of kind ``kind``, or of any kind when ``None``)."""
+    """The table of ``records`` (all of kind ``kind``, or of any kind when ``None``).
+
+    Columns, not rows: the typed fields of every record are converted in one pass by
+    pyarrow (a struct array over the record maps, split into its columns); only the JSON
+    text columns go through Python. Raises ``ValueError`` when a record lacks a field its
+    kind requires.
+    """
     pa = _pa()
     schema = arrow_schema(kind)
-    wide = kind is None
-    arrays = [
-        _column(pa, records, f.name, t, f.type, wide)
-        for f, (_, t, _) in zip(schema, _columns(kind))
-    ]
-    return pa.Table.from_arrays(arrays, schema=schema)
+    columns = _columns(kind)
+    typed_fields = [f for f, (_, t, _) in zip(schema, columns) if t != "json"]
+    with no_gc():
+        # nullable here, checked below: a missing key converts to null
+        loose = pa.struct([pa.field(f.name, f.type, nullable=True) for f in typed_fields])
+        struct = pa.array(records, type=loose)
+        parts = dict(zip((f.name for f in typed_fields), struct.flatten()))
+        for f, (name, t, _) in zip(schema, columns):
+            if t == "json":
+                parts[name] = pa.array([_dumps(r.get(name)) for r in records], type=f.type)
+    for f in schema:
+        if not f.nullable and parts[f.name].null_count:
+            raise ValueError(f"{parts[f.name].null_count} records lack the field `{f.name}` "
+                             f"of their kind {kind}")
+    return pa.Table.from_arrays([parts[f.name] for f in schema], schema=schema)
 
 
 def _inferred_table(records: Sequence[Dict[str, Any]]):
