@@ -8,7 +8,7 @@ import os
 import pathlib
 import socket
 import subprocess
-import sys
+import threading
 import time
 import urllib.request
 
@@ -131,37 +131,51 @@ def free_port() -> int:
 
 
 class Server:
-    """A real `arbiter-events serve` child on a free loopback port; stopped on close."""
+    """A real `arbiter-events serve` child on a free loopback port (``--listen
+    127.0.0.1:0``, the port read from its first line; else a probed free port), with
+    known tokens; stopped on close, killed if it does not stop."""
 
     def __init__(self, bin_path: str, data_dir: pathlib.Path) -> None:
         self.data_dir = data_dir
         self.proc = None
         self.url = ""
+        self.lines: list = []
+        help_text = SERVE_HELP or ""
         listen_flag = next((f for f in ("--listen", "--addr", "--bind", "--address")
-                            if f in (SERVE_HELP or "")), "--listen")
+                            if f in help_text), "--listen")
         env = dict(os.environ, ARBITER_EVENTS_RECORD_TOKEN=RECORD_TOKEN,
                    ARBITER_EVENTS_EXPORT_TOKEN=EXPORT_TOKEN)
-        last = ""
-        for _ in range(5):  # a port taken between the probe and the bind: try another
-            port = free_port()
-            self.url = f"http://127.0.0.1:{port}"
-            self.log = open(data_dir.parent / f"serve-{port}.log", "w+")
+        port_zero = "port 0" in help_text
+        for _ in range(5):  # a probed port taken before the server binds it: try another
+            port = 0 if port_zero else free_port()
+            self.lines = []
             self.proc = subprocess.Popen(
                 [bin_path, "serve", "--data-dir", str(data_dir), listen_flag, f"127.0.0.1:{port}"],
-                stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT, env=env)
-            if self._wait_ready(20.0):
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                env=env, text=True)
+            threading.Thread(target=self._read, daemon=True).start()
+            self.url = f"http://127.0.0.1:{port}" if port else ""
+            if self._wait_ready(30.0):
                 return
-            self.log.flush()
-            self.log.seek(0)
-            last = self.log.read()[-2000:]
             self.close()
-        raise AssertionError(f"arbiter-events serve did not come up: {last}")
+        raise AssertionError("arbiter-events serve did not come up: " + "".join(self.lines)[-2000:])
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append(line)
 
     def _wait_ready(self, seconds: float) -> bool:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 return False
+            if not self.url:
+                for line in list(self.lines):
+                    if line.startswith("listening on http://"):
+                        self.url = line.split()[-1].strip()
+                if not self.url:
+                    time.sleep(0.05)
+                    continue
             try:
                 with urllib.request.urlopen(self.url + "/healthz", timeout=1) as r:
                     if r.status == 200:
@@ -174,11 +188,10 @@ class Server:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(timeout=10)
+                self.proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
-        self.log.close()
 
 
 @pytest.fixture

@@ -151,10 +151,3 @@ def test_errors_are_typed(server):
         client.commit("rl", 10**12)  # past the synced position
     assert "# " in client.metrics() or client.metrics()
     assert isinstance(client.stats(), dict)
-
-
-def test_no_server_is_a_connection_error(tmp_path):
-    from conftest import free_port
-
-    with pytest.raises(ae.ConnectionFailedError):
-        ae.Client(f"http://127.0.0.1:{free_port()}", "t", timeout=2).stats()
