@@ -185,7 +185,13 @@ class Client:
                 size = limit  # nothing was stored: send the same events in smaller requests
                 continue
             except QueueFullError as e:
-                taken = e.retry_from if e.retry_from is not None else 0
+                taken = e.retry_from
+                if taken is None:  # what the server took: accepted, rejected and dropped
+                    body = e.body
+                    rejected = body.get("rejected")
+                    taken = (_count(body.get("accepted")) + _count(body.get("dropped"))
+                             + (len(rejected) if isinstance(rejected, list) else 0))
+                taken = min(max(taken, 0), len(chunk))
                 result.retries += 1
                 if result.retries > max_retries:
                     raise
@@ -272,10 +278,15 @@ class Client:
         return _get(answer, "cursor", int, f"POST {path}")
 
     def consumers(self) -> Dict[str, int]:
-        """Every consumer's committed cursor, by name."""
+        """Every consumer's committed cursor, by name (a consumer whose cursor file the
+        server could not read is left out: the server names it with an ``error``)."""
         what = "GET /v1/consumers"
         consumers = _get(self._json("GET", "/v1/consumers"), "consumers", list, what)
-        return {_get(c, "name", str, what): _get(c, "cursor", int, what) for c in consumers}
+        return {
+            _get(c, "name", str, what): _get(c, "cursor", int, what)
+            for c in consumers
+            if not (isinstance(c, dict) and "error" in c and "cursor" not in c)
+        }
 
     def stats(self) -> Dict[str, Any]:
         """The collector's stats (what `arbiter-events stats` prints)."""

@@ -266,7 +266,7 @@ def _verify(data: bytes, key: Optional[bytes], path: Optional[str]) -> ExportFil
     except ExportError:
         raise
     except _DECODE_ERRORS as e:
-        raise CorruptError(f"a header field or record has the wrong shape: {type(e).__name__}: {e}")
+        raise CorruptError(f"a header field or record has the wrong shape: {type(e).__name__}: {e}") from None
     if header.version == 1 and (header.source is not None or trailer.mac is not None):
         raise CorruptError("a version 1 file has no source and no mac")
     if key is not None:
