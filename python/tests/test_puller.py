@@ -160,3 +160,29 @@ def test_a_pulled_batch_tables_like_a_file(demo_dir, tmp_path):
     assert table.num_rows == batch.kinds()["routing_decision"]
     written = batch.write_parquet(tmp_path / "pq")
     assert set(written) == set(batch.kinds())
+
+
+def test_records_pruned_before_they_were_pulled_are_reported_as_gaps(bin_path, tmp_path):
+    from conftest import DemoDir
+
+    config = tmp_path / "small.toml"
+    config.write_text("[storage]\nsegment_bytes = 65536\nmax_disk_bytes = 1048576\n")
+    d = DemoDir(bin_path, tmp_path / "data")
+    run(bin_path, "demo", "--config", str(config), "--data-dir", str(d.path), "--tasks", "2000",
+        "--threads", "2", "--seed", "3")
+    p = puller(d)
+    first = p.pull()
+    assert first.gaps and first.gaps[0].from_seq == 1 and first.gaps[0].reason == "capacity"
+    assert first.first_seq == first.gaps[0].to_seq + 1
+    p.commit(first)
+    run(bin_path, "demo", "--config", str(config), "--data-dir", str(d.path), "--tasks", "2000",
+        "--threads", "2", "--seed", "4")
+    second = p.pull()
+    p.commit(second)
+    seen = []
+    for batch in (first, second):
+        for gap in batch.gaps:
+            seen.extend(range(gap.from_seq, gap.to_seq + 1))
+        seen.extend(seqs(batch))
+    assert sorted(seen) == seen == list(range(1, d.stats()["last_seq"] + 1))
+    assert p.state()["gaps"] == [g.to_dict() for g in first.gaps + second.gaps]
