@@ -18,6 +18,24 @@ def events(name="all_variants"):
     return read_jsonl(EVENTS / f"{name}.jsonl")
 
 
+def expand_markers(value):
+    """The size markers of bad_events.jsonl expanded, as tests/common/mod.rs does:
+    ``{"$string": s, "times": n}``, ``{"$array": item, "times": n}``,
+    ``{"$object": value, "times": n}`` (keys k000, k001, ...)."""
+    if isinstance(value, list):
+        return [expand_markers(v) for v in value]
+    if isinstance(value, dict):
+        times = value.get("times", 0)
+        if len(value) == 2 and "$string" in value:
+            return value["$string"] * times
+        if len(value) == 2 and "$array" in value:
+            return [expand_markers(value["$array"]) for _ in range(times)]
+        if len(value) == 2 and "$object" in value:
+            return {f"k{i:03}": expand_markers(value["$object"]) for i in range(times)}
+        return {k: expand_markers(v) for k, v in value.items()}
+    return value
+
+
 def exporter(server):
     return ae.Client(server.url, EXPORT_TOKEN)
 
@@ -90,7 +108,7 @@ def test_invalid_events_are_rejected_by_index_and_the_others_go_in(server):
     for i, case in enumerate(bad):
         mixed.append(good[i % len(good)])
         expected[len(mixed)] = case
-        mixed.append(case["event"])
+        mixed.append(expand_markers(case["event"]))
     result = recorder(server).record(mixed, batch_size=50)
     assert result.accepted == len(bad)
     assert sorted(r.index for r in result.rejected) == sorted(expected)
