@@ -135,9 +135,14 @@ class Server:
     127.0.0.1:0``, the port read from its first line; else a probed free port), with
     known tokens; stopped on close, killed if it does not stop."""
 
-    def __init__(self, bin_path: str, data_dir: pathlib.Path) -> None:
+    def __init__(self, bin_path: str, data_dir: pathlib.Path, config: str = "") -> None:
         self.data_dir = data_dir
         self.proc = None
+        extra = []
+        if config:
+            path = data_dir.parent / "serve.toml"
+            path.write_text(config)
+            extra = ["--config", str(path)]
         self.url = ""
         self.lines: list = []
         help_text = SERVE_HELP or ""
@@ -150,7 +155,8 @@ class Server:
             port = 0 if port_zero else free_port()
             self.lines = []
             self.proc = subprocess.Popen(
-                [bin_path, "serve", "--data-dir", str(data_dir), listen_flag, f"127.0.0.1:{port}"],
+                [bin_path, "serve", "--data-dir", str(data_dir), listen_flag, f"127.0.0.1:{port}",
+                 *extra],
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                 env=env, text=True)
             threading.Thread(target=self._read, daemon=True).start()
@@ -197,6 +203,16 @@ class Server:
 @pytest.fixture
 def server(bin_path, tmp_path):
     s = Server(bin_path, tmp_path / "data")
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+@pytest.fixture
+def small_server(bin_path, tmp_path):
+    """A server taking at most 10 events a request."""
+    s = Server(bin_path, tmp_path / "data", config="[server]\nmax_events_per_request = 10\n")
     try:
         yield s
     finally:

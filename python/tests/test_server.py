@@ -169,3 +169,16 @@ def test_errors_are_typed(server):
         client.commit("rl", 10**12)  # past the synced position
     assert "# " in client.metrics() or client.metrics()
     assert isinstance(client.stats(), dict)
+
+
+def test_batches_over_the_server_limit_are_split_and_nothing_is_lost(small_server, tmp_path):
+    client = recorder(small_server)
+    with pytest.raises(ae.TooManyEventsError) as e:
+        client.request("POST", "/v1/events", None,
+                       b"".join(b'{"type":"custom","name":"x","attributes":{}}\n' for _ in range(11)),
+                       "application/x-ndjson")
+    assert e.value.limit == 10
+    result = client.record(events(), batch_size=1000)
+    assert result.accepted == 33 and result.requests == 5  # one refused whole, then 4 of 10
+    p = ae.Puller("rl", server=small_server.url, token=EXPORT_TOKEN, state_dir=tmp_path / "s")
+    assert [r["type"] for r in pull_until(p, 33).records] == [e["type"] for e in events()]
