@@ -79,7 +79,7 @@ from ._export import (
     read_export,
     read_mac_key,
 )
-from ._puller import Batch, Puller
+from ._puller import Batch, Puller, default_state_dir
 from ._tabular import COLUMNS, ENVELOPE, Tabular, arrow_schema
 
 __version__ = "0.1.0"
@@ -146,6 +146,7 @@ __all__ = [
     "VERSIONS",
     "Violation",
     "arrow_schema",
+    "default_state_dir",
     "mac_key_from_hex",
     "read_export",
     "read_mac_key",

@@ -99,13 +99,23 @@ def find_binary(given: Union[str, os.PathLike, None] = None) -> str:
     )
 
 
+def default_state_dir(server: str, consumer: str) -> pathlib.Path:
+    """Where a puller of ``server`` keeps its state unless told:
+    ``$XDG_STATE_HOME/arbiter-events/pulls/<host>_<port>/<consumer>`` (``XDG_STATE_HOME``
+    defaults to ``~/.local/state``)."""
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    where = re.sub(r"[^A-Za-z0-9._-]+", "_", re.sub(r"^[a-z]+://", "", server)).strip("_")
+    return pathlib.Path(base) / "arbiter-events" / "pulls" / (where or "server") / consumer
+
+
 class Puller:
     """Pulls what is new for the consumer ``consumer``, exactly once by seq.
 
     Exactly one of ``server`` (a URL of `arbiter-events serve`, with ``token``, the
     export token) or ``data_dir`` (through the CLI binary ``bin``, see
     :func:`find_binary`). ``state_dir`` holds the puller's state and spooled files;
-    it defaults to ``<data_dir>/pulls/<consumer>`` and must be given with a server.
+    it defaults to ``<data_dir>/pulls/<consumer>``, and with a server to
+    :func:`default_state_dir` (one directory per server and consumer).
     ``limit`` caps the records of one export; ``mac_key`` (bytes or hex) makes every
     file's MAC checked.
 
@@ -143,7 +153,7 @@ class Puller:
         self.data_dir: Optional[pathlib.Path] = None
         if server is not None:
             if state_dir is None:
-                raise ValueError("a puller of a server needs state_dir= for its state")
+                state_dir = default_state_dir(server, consumer)
             self.client = Client(server, token, timeout)
             self._where = {"server": self.client.url}
         else:

@@ -147,8 +147,8 @@ def test_arguments_are_checked(demo_dir):
         ae.Puller("rl")
     with pytest.raises(ValueError):
         ae.Puller("rl", data_dir=demo_dir.path, server="http://127.0.0.1:1")
-    with pytest.raises(ValueError, match="state_dir"):
-        ae.Puller("rl", server="http://127.0.0.1:1")
+    assert ae.Puller("rl", server="http://127.0.0.1:7474/").state_dir.parts[-3:] == (
+        "pulls", "127.0.0.1_7474", "rl")
     with pytest.raises(ValueError):
         ae.Puller("rl", data_dir=demo_dir.path, bin=demo_dir.bin, limit=0)
 
