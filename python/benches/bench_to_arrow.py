@@ -54,9 +54,11 @@ def main(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=50000)
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--bin", help="the arbiter-events binary (default: as the Puller finds it)")
+    parser.add_argument("--bin", help="the arbiter-events binary (default: $ARBITER_EVENTS_BIN, "
+                        "else this repository's target/release/arbiter-events)")
     args = parser.parse_args(argv)
-    binary = ae._puller.find_binary(args.bin)
+    repo_binary = pathlib.Path(__file__).resolve().parents[2] / "target" / "release" / "arbiter-events"
+    binary = args.bin or os.environ.get("ARBITER_EVENTS_BIN") or str(repo_binary)
 
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = pathlib.Path(tmp) / "data"
