@@ -140,7 +140,14 @@ fn run_committer(shared: &Shared, rx: &Receiver<Commit>, back: &Sender<(Vec<u8>,
 /// the policy; then appends their records (each `header` bytes into its frame) to the
 /// store, and prunes memory and disk.
 fn commit_batch(shared: &Shared, bytes: &[u8], frames: &[FrameRef], header: usize) {
-    let now = shared.clock.now_unix_nanos();
+    // Age pruning goes by the newest record's time (stamped by the clock in `record()`,
+    // so at most as late as the clock): a clock read per batch was about 6 % of the
+    // worker's time when batches are small. Ticks and flushes, which bring no records,
+    // read the clock and catch up.
+    let now = match frames.last() {
+        Some(f) => f.meta.time,
+        None => shared.clock.now_unix_nanos(),
+    };
     let mut log = shared.lock_log();
     if let Some(log) = log.as_mut() {
         log.append(bytes, frames);
@@ -430,6 +437,8 @@ impl Worker {
                 }
             }
             None => {
+                // Prune by the clock, as of this flush.
+                commit_batch(&self.shared, &[], &[], 0);
                 let _ = ack.send(Ok(()));
             }
         }
