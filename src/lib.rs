@@ -78,6 +78,9 @@ mod worker;
 #[doc(hidden)]
 pub mod fuzzing;
 
+#[cfg(feature = "serve")]
+pub mod serve;
+
 pub use analytics::{
     Aggregator, Alert, AlertKind, AlertRule, AlertRuleError, AlertScope, AnalyticsConfig,
     BudgetFigures, CawsFigures, DEFAULT_BUCKET_SECS, DEFAULT_BUCKETS, DEFAULT_MAX_AGENTS,
