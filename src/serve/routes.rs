@@ -192,6 +192,10 @@ fn authorize(app: &App, headers: &HeaderMap, need: Role) -> Result<Role, ApiErro
     Ok(role)
 }
 
+/// The most bytes of a refused body read and discarded so that the client, still
+/// sending, can read the answer (closing with unread bytes resets the connection).
+const DISCARD_MAX_BYTES: u64 = 64 * 1024 * 1024;
+
 /// Reads the whole body, at most `server.body_limit_bytes`, within `server.read_timeout_ms`.
 async fn read_body(app: &App, headers: &HeaderMap, body: Body) -> Result<Vec<u8>, ApiError> {
     let limit = app.config.body_limit_bytes;
@@ -208,10 +212,15 @@ async fn read_body(app: &App, headers: &HeaderMap, body: Body) -> Result<Vec<u8>
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    // A client that waits for `100 Continue` has sent nothing yet: answer at once.
+    let waits = headers.contains_key(header::EXPECT);
+    let timeout = Duration::from_millis(app.config.read_timeout_ms);
     if declared.is_some_and(|n| n > limit) {
+        if !waits && declared.is_some_and(|n| n <= DISCARD_MAX_BYTES) {
+            let _ = tokio::time::timeout(timeout, discard(body, DISCARD_MAX_BYTES)).await;
+        }
         return Err(too_large(app));
     }
-    let timeout = Duration::from_millis(app.config.read_timeout_ms);
     let capacity = usize::try_from(declared.unwrap_or(0).min(limit)).unwrap_or(0);
     let read = async move {
         let mut body = body;
@@ -221,6 +230,7 @@ async fn read_body(app: &App, headers: &HeaderMap, body: Body) -> Result<Vec<u8>
                 .map_err(|e| ApiError::malformed(format!("cannot read the request body: {e}")))?;
             if let Ok(data) = frame.into_data() {
                 if (buf.len() + data.len()) as u64 > limit {
+                    discard(body, DISCARD_MAX_BYTES).await;
                     return Err(too_large(app));
                 }
                 buf.extend_from_slice(&data);
@@ -240,6 +250,19 @@ async fn read_body(app: &App, headers: &HeaderMap, body: Body) -> Result<Vec<u8>
                     timeout.as_millis()
                 ),
             ))
+        }
+    }
+}
+
+/// Reads and drops the rest of `body`, at most `max` bytes.
+async fn discard(mut body: Body, max: u64) {
+    let mut seen = 0u64;
+    while let Some(Ok(frame)) = body.frame().await {
+        if let Ok(data) = frame.into_data() {
+            seen += data.len() as u64;
+            if seen > max {
+                return;
+            }
         }
     }
 }
