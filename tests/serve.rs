@@ -688,6 +688,53 @@ fn exports_and_consumer_cursors() -> TestResult {
 }
 
 #[test]
+fn a_large_export_is_streamed_whole_and_a_reader_may_leave_early() -> TestResult {
+    let serve = start("")?;
+    let events: Vec<Json> = (0..5_000)
+        .map(|i| budget(&format!("task-{i}"), i))
+        .collect();
+    assert_eq!(serve.events(NDJSON, &ndjson(&events))?.status, 200);
+    let key = mac_key(&serve.data_dir)?;
+    let all = serve.get("/v1/export", Some(EXPORT_TOKEN))?;
+    assert_eq!(all.status, 200);
+    assert!(
+        all.body.len() > 4 * 64 * 1024,
+        "spans many chunks: {}",
+        all.body.len()
+    );
+    assert_eq!(
+        read_export_verified(all.body.as_slice(), &key)?
+            .records
+            .len(),
+        5_000
+    );
+    let jsonl = serve.get("/v1/export?format=jsonl", Some(EXPORT_TOKEN))?;
+    assert_eq!(String::from_utf8_lossy(&jsonl.body).lines().count(), 5_002);
+    // A reader that leaves after a few bytes: the server goes on serving.
+    let addr = serve.base.trim_start_matches("http://").to_owned();
+    for _ in 0..3 {
+        let mut early = TcpStream::connect(&addr)?;
+        write!(
+            early,
+            "GET /v1/export HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {EXPORT_TOKEN}\r\n\r\n"
+        )?;
+        let mut some = [0u8; 512];
+        early.set_read_timeout(Some(PATIENCE))?;
+        let n = early.read(&mut some)?;
+        assert!(String::from_utf8_lossy(&some[..n]).starts_with("HTTP/1.1 200"));
+    }
+    assert_eq!(serve.get("/healthz", None)?.status, 200);
+    let again = serve.get("/v1/export?after=4990", Some(EXPORT_TOKEN))?;
+    assert_eq!(
+        read_export_verified(again.body.as_slice(), &key)?
+            .records
+            .len(),
+        10
+    );
+    Ok(())
+}
+
+#[test]
 fn stats_report_metrics_and_unknown_routes() -> TestResult {
     let serve = start("")?;
     let body = common::read_bytes("fixtures/events/session_rl_batch.jsonl")?;

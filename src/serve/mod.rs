@@ -232,8 +232,10 @@ impl Server {
             addr,
             app,
         } = self;
-        let cut = runtime.block_on(serve(listener, addr, app.clone(), shutdown))?;
-        drop(runtime);
+        let cut = runtime.block_on(serve(listener, addr, app.clone(), shutdown));
+        // Blocking work still running after a timed-out drain is not waited for long.
+        runtime.shutdown_timeout(Duration::from_secs(5));
+        let cut = cut?;
         let abandoned = app.executions.abandon_all() as u64;
         let flushed = app.collector.flush(ingest::FLUSH_TIMEOUT).is_ok();
         Ok(ServeReport {

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
+use std::io::Write;
+
+use axum::body::{Body, Bytes};
 use axum::extract::{MatchedPath, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -616,7 +618,7 @@ async fn export(
     }
     let consumer = p.get("consumer").map(|c| (*c).to_owned());
     let worker = app.clone();
-    let (export, bytes) = blocking(move || {
+    let export = blocking(move || {
         if let (Some(name), None) = (&consumer, after) {
             let dir = worker
                 .dir
@@ -624,7 +626,7 @@ async fn export(
                 .ok_or_else(|| ApiError::no_data_dir("consumer="))?;
             request.after = dir.committed(name).map_err(|e| storage_error(&e))?;
         }
-        let export = match &worker.dir {
+        match &worker.dir {
             Some(dir) => dir.export(&request),
             None => worker.collector.export(&request),
         }
@@ -638,30 +640,94 @@ async fn export(
             .with("last_seq", last_seq),
             ExportError::Storage(e) => storage_error(&e),
             other => ApiError::internal(format!("cannot export: {other}")),
-        })?;
-        let bytes = match format {
-            Format::Msgpack => export.to_msgpack(),
-            Format::Jsonl => export
-                .to_jsonl()
-                .map_err(|e| ApiError::internal(format!("cannot write JSON Lines: {e}")))?,
-        };
-        Ok::<_, ApiError>((export, bytes))
+        })
     })
     .await??;
     let content_type = match format {
         Format::Msgpack => "application/msgpack",
         Format::Jsonl => "application/x-ndjson",
     };
-    let header = export.header();
-    let mut response = (StatusCode::OK, bytes).into_response();
+    let (next_cursor, count) = (export.header().next_cursor, export.header().count);
+    // Written on the blocking pool into a bounded channel the response reads: the
+    // bytes go out as they are made, never held twice.
+    let (tx, body) = http_body_util::Channel::<Bytes, std::io::Error>::new(EXPORT_CHUNKS_IN_FLIGHT);
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let mut out = ChunkWriter {
+            tx: Some(tx),
+            handle,
+            buf: Vec::with_capacity(EXPORT_CHUNK_BYTES),
+        };
+        let written = match format {
+            Format::Msgpack => export.write_msgpack(&mut out),
+            Format::Jsonl => export.write_jsonl(&mut out),
+        };
+        match written
+            .map_err(std::io::Error::other)
+            .and_then(|()| out.send())
+        {
+            Ok(()) => {}
+            // The reader sees a cut body; its checksum and count refuse it.
+            Err(e) => out.abort(e),
+        }
+    });
+    let mut response = (StatusCode::OK, Body::new(body)).into_response();
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    h.insert(
-        "x-arbiter-next-cursor",
-        HeaderValue::from(header.next_cursor),
-    );
-    h.insert("x-arbiter-records", HeaderValue::from(header.count));
+    h.insert("x-arbiter-next-cursor", HeaderValue::from(next_cursor));
+    h.insert("x-arbiter-records", HeaderValue::from(count));
     Ok(response)
+}
+
+/// Bytes of an export sent per chunk.
+const EXPORT_CHUNK_BYTES: usize = 64 * 1024;
+/// Chunks buffered between the writer and the connection.
+const EXPORT_CHUNKS_IN_FLIGHT: usize = 4;
+
+/// A `Write` that sends full chunks into a response body, waiting for room.
+struct ChunkWriter {
+    tx: Option<http_body_util::channel::Sender<Bytes, std::io::Error>>,
+    handle: tokio::runtime::Handle,
+    buf: Vec<u8>,
+}
+
+impl ChunkWriter {
+    /// Sends what is buffered.
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::replace(
+            &mut self.buf,
+            Vec::with_capacity(EXPORT_CHUNK_BYTES),
+        ));
+        let gone = || std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away");
+        let tx = self.tx.as_mut().ok_or_else(gone)?;
+        self.handle
+            .block_on(tx.send_data(chunk))
+            .map_err(|_| gone())
+    }
+
+    /// Ends the body with an error, so the connection is not left looking complete.
+    fn abort(&mut self, error: std::io::Error) {
+        if let Some(tx) = self.tx.take() {
+            tx.abort(error);
+        }
+    }
+}
+
+impl Write for ChunkWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= EXPORT_CHUNK_BYTES {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 async fn consumers(State(app): AppState, headers: HeaderMap) -> Answer {
