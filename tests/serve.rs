@@ -393,6 +393,11 @@ fn tokens_are_checked_and_refusals_counted() -> TestResult {
         &body,
     )?;
     assert_eq!((bad.status, bad.error()?.as_str()), (401, "unauthorized"));
+    // A large body with a bad token: the client reads the 401, not a reset connection.
+    let big = ndjson(&(0..20_000).map(|i| budget("t", i)).collect::<Vec<_>>());
+    assert!(big.len() > 1 << 20);
+    let bad = serve.post("/v1/events", Some("not-the-token-0123456789"), NDJSON, &big)?;
+    assert_eq!(bad.status, 401);
     for path in [
         "/v1/stats",
         "/v1/export",
@@ -428,7 +433,7 @@ fn tokens_are_checked_and_refusals_counted() -> TestResult {
     let metrics = serve.get("/metrics", Some(EXPORT_TOKEN))?;
     let text = String::from_utf8_lossy(&metrics.body);
     assert!(
-        text.contains("arbiter_events_http_unauthorized_total 7"),
+        text.contains("arbiter_events_http_unauthorized_total 8"),
         "{text}"
     );
     assert!(

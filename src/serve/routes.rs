@@ -256,6 +256,35 @@ async fn read_body(app: &App, headers: &HeaderMap, body: Body) -> Result<Vec<u8>
     }
 }
 
+/// Refuses a request without keeping its body: the body is read and dropped first (at
+/// most `server.body_limit_bytes`, within the read timeout), so a client still sending
+/// reads the answer instead of a reset connection.
+async fn refuse(app: &App, headers: &HeaderMap, body: Body, error: ApiError) -> ApiError {
+    let limit = app.config.body_limit_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if !headers.contains_key(header::EXPECT) && declared.is_none_or(|n| n <= limit) {
+        let timeout = Duration::from_millis(app.config.read_timeout_ms);
+        let _ = tokio::time::timeout(timeout, discard(body, limit)).await;
+    }
+    error
+}
+
+/// [`authorize`] for a route with a body: a refusal drops the body unkept.
+async fn authorize_with_body(
+    app: &App,
+    headers: &HeaderMap,
+    body: Body,
+    need: Role,
+) -> Result<Body, ApiError> {
+    match authorize(app, headers, need) {
+        Ok(_) => Ok(body),
+        Err(e) => Err(refuse(app, headers, body, e).await),
+    }
+}
+
 /// Reads and drops the rest of `body`, at most `max` bytes.
 async fn discard(mut body: Body, max: u64) {
     let mut seen = 0u64;
@@ -332,20 +361,21 @@ fn sync(app: &App) -> Result<(), ApiError> {
 }
 
 async fn events(State(app): AppState, headers: HeaderMap, body: Body) -> Answer {
-    authorize(&app, &headers, Role::Record)?;
+    let body = authorize_with_body(&app, &headers, body, Role::Record).await?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     let Some(encoding) = Encoding::of(content_type) else {
         app.metrics.refused("unsupported_media_type");
-        return Err(ApiError::new(
+        let error = ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
             format!(
                 "content type `{content_type}` is neither application/x-ndjson nor application/msgpack"
             ),
-        ));
+        );
+        return Err(refuse(&app, &headers, body, error).await);
     };
     let bytes = read_body(&app, &headers, body).await?;
     let worker = app.clone();
@@ -425,7 +455,7 @@ struct StartBody {
 }
 
 async fn task_start(State(app): AppState, headers: HeaderMap, body: Body) -> Answer {
-    authorize(&app, &headers, Role::Record)?;
+    let body = authorize_with_body(&app, &headers, body, Role::Record).await?;
     let bytes = read_body(&app, &headers, body).await?;
     let start: StartBody = parse_json(&bytes, "task start")?;
     if !app.executions.has_room() {
@@ -463,7 +493,7 @@ async fn task_complete(
     headers: HeaderMap,
     body: Body,
 ) -> Answer {
-    authorize(&app, &headers, Role::Record)?;
+    let body = authorize_with_body(&app, &headers, body, Role::Record).await?;
     let bytes = read_body(&app, &headers, body).await?;
     let outcome: TaskOutcome = parse_json(&bytes, "task completion")?;
     let worker = app.clone();
@@ -766,7 +796,7 @@ async fn commit(
     headers: HeaderMap,
     body: Body,
 ) -> Answer {
-    authorize(&app, &headers, Role::Export)?;
+    let body = authorize_with_body(&app, &headers, body, Role::Export).await?;
     let bytes = read_body(&app, &headers, body).await?;
     let CommitBody { cursor } = parse_json(&bytes, "commit")?;
     let worker = app.clone();
