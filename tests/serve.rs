@@ -87,7 +87,12 @@ fn agent() -> ureq::Agent {
 
 /// Starts `serve` on 127.0.0.1:0 over a new data directory, with `server` as the
 /// config file's `[server]` table and `collector` as its other sections.
-fn start_with(collector: &str, server: &str, env_tokens: bool) -> Result<Serve> {
+fn start_with(
+    collector: &str,
+    server: &str,
+    env_tokens: bool,
+    env: &[(&str, &str)],
+) -> Result<Serve> {
     let tmp = tempfile::tempdir()?;
     let data_dir = tmp.path().join("data");
     let config = tmp.path().join("config.toml");
@@ -105,6 +110,7 @@ fn start_with(collector: &str, server: &str, env_tokens: bool) -> Result<Serve> 
     command
         .env_remove("ARBITER_EVENTS_RECORD_TOKEN")
         .env_remove("ARBITER_EVENTS_EXPORT_TOKEN");
+    command.envs(env.iter().copied());
     if env_tokens {
         command
             .env("ARBITER_EVENTS_RECORD_TOKEN", RECORD_TOKEN)
@@ -138,7 +144,7 @@ fn start_with(collector: &str, server: &str, env_tokens: bool) -> Result<Serve> 
 }
 
 fn start(server: &str) -> Result<Serve> {
-    start_with("", server, true)
+    start_with("", server, true, &[])
 }
 
 impl Serve {
@@ -445,7 +451,7 @@ fn tokens_are_checked_and_refusals_counted() -> TestResult {
 
 #[test]
 fn token_files_are_generated_once_owner_only_and_printed() -> TestResult {
-    let mut serve = start_with("", "", false)?;
+    let mut serve = start_with("", "", false, &[])?;
     let mut printed = String::new();
     for _ in 0..2 {
         // Printed right after the first line, before serving.
@@ -472,6 +478,31 @@ fn token_files_are_generated_once_owner_only_and_printed() -> TestResult {
     let export = std::fs::read_to_string(serve.data_dir.join("server/export.token"))?;
     let answer = serve.get("/v1/stats", Some(export.trim()))?;
     assert_eq!(answer.status, 200);
+    Ok(())
+}
+
+#[test]
+fn server_keys_come_from_the_environment_over_the_file() -> TestResult {
+    let serve = start_with(
+        "",
+        "max_events_per_request = 100",
+        true,
+        &[("ARBITER_EVENTS_SERVER_MAX_EVENTS_PER_REQUEST", "5")],
+    )?;
+    let six: Vec<Json> = (0..6).map(|i| budget("t", i)).collect();
+    let answer = serve.events(NDJSON, &ndjson(&six))?;
+    assert_eq!(
+        (answer.status, answer.json()?["limit"].as_u64()),
+        (413, Some(5))
+    );
+    let unknown = start_with("", "", true, &[("ARBITER_EVENTS_SERVER_LISTEN_ADDR", "x")]);
+    let Err(e) = unknown else {
+        return Err("an unknown server key was accepted".into());
+    };
+    assert!(
+        e.to_string().contains("did not say where it listens"),
+        "{e}"
+    );
     Ok(())
 }
 
@@ -873,7 +904,7 @@ fn the_accounting_identity_holds_after_a_mixed_run() -> TestResult {
 
 #[test]
 fn kill_9_during_ingest_loses_nothing_acknowledged() -> TestResult {
-    let mut serve = start_with("[anonymization]\nmode = \"off\"", "", true)?;
+    let mut serve = start_with("[anonymization]\nmode = \"off\"", "", true, &[])?;
     let url = serve.url("/v1/events");
     let stop = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(std::sync::Mutex::new(BTreeSet::new()));

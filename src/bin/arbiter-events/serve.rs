@@ -49,23 +49,80 @@ fn load(
     path: Option<&Path>,
 ) -> Result<(Config, ServerConfig), Box<dyn std::error::Error + Send + Sync>> {
     let Some(path) = path else {
-        return Ok((Config::default().with_env()?, ServerConfig::default()));
+        let mut server = toml::Table::new();
+        server_env(&mut server, std::env::vars())?;
+        return Ok((
+            Config::default().with_env()?,
+            ServerConfig::from_table(Some(server))?,
+        ));
     };
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
     let mut table: toml::Table = text
         .parse()
         .map_err(|e| format!("cannot parse config file {}: {e}", path.display()))?;
-    let server = match table.remove("server") {
-        None => None,
-        Some(toml::Value::Table(t)) => Some(t),
+    let mut server = match table.remove("server") {
+        None => toml::Table::new(),
+        Some(toml::Value::Table(t)) => t,
         Some(_) => return Err(format!("{}: `server` must be a table", path.display()).into()),
     };
+    server_env(&mut server, std::env::vars())?;
     let server =
-        ServerConfig::from_table(server).map_err(|e| format!("{}: {e}", path.display()))?;
+        ServerConfig::from_table(Some(server)).map_err(|e| format!("{}: {e}", path.display()))?;
     let rest = toml::to_string(&table)?;
     let config = Config::from_toml_str(&rest).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok((config.with_env()?, server))
+}
+
+/// The prefix of the environment variables that override `server.*` keys.
+const SERVER_ENV_PREFIX: &str = "ARBITER_EVENTS_SERVER_";
+
+/// Applies `ARBITER_EVENTS_SERVER_<KEY>` variables to the `[server]` table, as the
+/// collector's variables are applied to its sections: a number is read as TOML (`500`);
+/// addresses, paths and `remote` as strings.
+fn server_env(
+    table: &mut toml::Table,
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> Result<(), String> {
+    for (name, value) in vars {
+        let Some(key) = name.strip_prefix(SERVER_ENV_PREFIX) else {
+            continue;
+        };
+        let key = key.to_ascii_lowercase();
+        let (section, key) = match key.as_str() {
+            "tokens_record_file" => (Some("tokens"), "record_file"),
+            "tokens_export_file" => (Some("tokens"), "export_file"),
+            "listen"
+            | "remote"
+            | "body_limit_bytes"
+            | "max_events_per_request"
+            | "read_timeout_ms"
+            | "task_deadline_secs" => (None, key.as_str()),
+            _ => return Err(format!("{name}: no such key server.{key}")),
+        };
+        let parsed = match key {
+            "listen" | "record_file" | "export_file" | "remote" => toml::Value::String(value),
+            _ => value
+                .trim()
+                .parse::<i64>()
+                .map(toml::Value::Integer)
+                .map_err(|_| {
+                    format!("{name}: server.{key} must be a whole number, got {value:?}")
+                })?,
+        };
+        let target = match section {
+            None => &mut *table,
+            Some(section) => match table
+                .entry(section)
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            {
+                toml::Value::Table(t) => t,
+                _ => return Err(format!("{name}: server.{section} is not a table")),
+            },
+        };
+        target.insert(key.to_owned(), parsed);
+    }
+    Ok(())
 }
 
 fn token_source(
