@@ -1,7 +1,8 @@
 //! Ingest over HTTP on loopback against the in-process path, in the same run.
 //!
 //! `cargo bench --bench serve` (options: `-- --batches N` per client, default 100;
-//! `--clients C`, default 4; `--batch B` events per request, default 1000)
+//! `--clients C`, default 4; `--batch B` events per request, default 1000;
+//! `--worker-batch W`, the collector's `worker.batch_size`, default 512)
 //!
 //! HTTP: a `serve` server in this process (its own runtime, as the binary runs it) over
 //! a fresh data directory under the default `every_batch` durability, so each 200 means
@@ -65,6 +66,7 @@ fn config(dir: &Path, durability: Durability) -> Config {
     // Producers wait for room rather than drop (the server then waits on its blocking
     // threads, never on the runtime): every event is stored in both paths.
     config.queue.overflow = Overflow::Block;
+    config.worker.batch_size = arg("--worker-batch", arbiter_events::DEFAULT_BATCH_SIZE);
     config.storage.max_disk_bytes = 1 << 40;
     config.retention.max_events = 10_000_000;
     config.retention.max_bytes = 1 << 32;
