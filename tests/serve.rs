@@ -980,6 +980,65 @@ fn kill_9_during_ingest_loses_nothing_acknowledged() -> TestResult {
 }
 
 #[test]
+fn a_full_queue_answers_429_and_the_rest_is_resent_from_retry_from() -> TestResult {
+    let serve = start_with(
+        "[queue]\ncapacity = 1\n[storage]\ndurability = \"buffered\"",
+        "",
+        true,
+        &[],
+    )?;
+    let events: Vec<Json> = (0..200).map(|i| budget("t", i)).collect();
+    let (mut from, mut refusals, mut accepted) = (0usize, 0u64, 0u64);
+    for _ in 0..5_000 {
+        let answer = serve.events(NDJSON, &ndjson(&events[from..]))?;
+        let out = answer.json()?;
+        accepted += u(&out["accepted"]);
+        match answer.status {
+            200 => break,
+            429 => {
+                refusals += 1;
+                assert_eq!(answer.header("retry-after"), Some("1"));
+                assert_eq!(out["error"], "queue_full");
+                assert_eq!(u(&out["dropped"]), 1, "{out}");
+                let retry_from = u(&out["retry_from"]) as usize;
+                assert_eq!(retry_from as u64, u(&out["accepted"]), "all valid: {out}");
+                from += retry_from;
+                thread::sleep(Duration::from_millis(2));
+            }
+            other => return Err(format!("status {other}: {out}").into()),
+        }
+    }
+    assert_eq!(accepted, 200);
+    assert!(refusals > 0, "a queue of one never filled");
+    // Under `buffered` a 200 means queued: wait (bounded) for the worker and the disk.
+    let deadline = Instant::now() + PATIENCE;
+    let stats = loop {
+        let stats = serve.stats()?;
+        let settled = u(&stats["in_flight"]) == 0 && serve.records()?.len() == 200;
+        if settled || Instant::now() > deadline {
+            break stats;
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    assert_identity(&stats);
+    assert_eq!(u(&stats["dropped"]["queue_full"]), refusals, "{stats:#}");
+    let used: Vec<u64> = serve
+        .records()?
+        .iter()
+        .map(|r| match &r.event {
+            Event::ThinkingBudgetUsed(u) => u.tokens_used,
+            _ => u64::MAX,
+        })
+        .collect();
+    assert_eq!(
+        used,
+        (0..200).collect::<Vec<_>>(),
+        "each event once, in order"
+    );
+    Ok(())
+}
+
+#[test]
 fn concurrent_clients_on_loopback_all_get_in() -> TestResult {
     const CLIENTS: u64 = 4;
     const BATCHES: u64 = 10;
