@@ -55,7 +55,8 @@
 //! ## It is not
 //! - a tracing or logging framework (no spans, no levels, no subscribers);
 //! - a metrics aggregator: it keeps events and simple tallies, not histograms;
-//! - a network service: exports are bytes you write where you like;
+//! - a network service: the library does no network I/O (exports are bytes you write
+//!   where you like); the HTTP server behind the `serve` feature is an adapter over this API;
 //! - a replicated log: one writer per data directory, on one machine.
 
 // The layers, lowest first: contract, codec, storage, analytics, pipeline. Each imports
@@ -69,6 +70,9 @@ mod storage;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+
+#[cfg(feature = "serve")]
+pub mod serve;
 
 pub use analytics::{
     Aggregator, Alert, AlertKind, AlertRule, AlertRuleError, AlertScope, AnalyticsConfig,

@@ -10,6 +10,8 @@
 //!   moves a consumer's committed cursor.
 //! - `verify-export FILE --mac-key-file F` checks an export's MAC; `key mac` prints the
 //!   data directory's MAC key.
+//! - `serve` records over HTTP and serves exports, consumers, stats, reports and
+//!   metrics (with the `serve` feature, on by default).
 //!
 //! Every command that reads the data directory works while a collector writes it.
 
@@ -18,6 +20,8 @@ mod demo;
 mod html;
 mod inspect;
 mod report;
+#[cfg(feature = "serve")]
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -62,6 +66,9 @@ enum Command {
     /// Print the data directory's keys for handing to consumers.
     #[command(subcommand)]
     Key(inspect::KeyCommand),
+    /// Record over HTTP and serve exports, consumers, stats, reports and metrics.
+    #[cfg(feature = "serve")]
+    Serve(serve::Args),
 }
 
 fn main() -> ExitCode {
@@ -78,6 +85,8 @@ fn main() -> ExitCode {
         Command::Report(args) => success(report::run(args)),
         Command::VerifyExport(args) => success(inspect::verify(args)),
         Command::Key(command) => success(inspect::key(command)),
+        #[cfg(feature = "serve")]
+        Command::Serve(args) => success(serve::run(args)),
     };
     match result {
         Ok(code) => code,
