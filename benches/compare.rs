@@ -1,6 +1,7 @@
 //! arbiter-events beside the floor and the peer, in one process, on one seeded stream.
 //!
-//! `cargo bench --bench compare` (options: `-- --events N --repeats R --threads 1,2,4,8`)
+//! `cargo bench --bench compare` (options: `-- --events N --repeats R --threads 1,2,4,8
+//! --only floor,peer,anonymized,plain`; `--only` runs a subset, for profiling one)
 //!
 //! - **floor**: a bare `crossbeam_channel::bounded` feeding a `VecDeque` ring on one
 //!   consumer thread: no validation, no anonymization, no encoding, no stats.
@@ -183,6 +184,17 @@ struct Args {
     events: usize,
     repeats: usize,
     threads: Vec<usize>,
+    only: Option<Vec<Contender>>,
+}
+
+fn contender(name: &str) -> Result<Contender, String> {
+    match name {
+        "floor" => Ok(Contender::Floor),
+        "peer" => Ok(Contender::Peer),
+        "anonymized" => Ok(Contender::Arbiter(AnonymizationMode::Pseudonymize)),
+        "plain" => Ok(Contender::Arbiter(AnonymizationMode::Off)),
+        other => Err(format!("--only: unknown contender {other}")),
+    }
 }
 
 fn args() -> Result<Args, String> {
@@ -190,6 +202,7 @@ fn args() -> Result<Args, String> {
         events: 400_000,
         repeats: 5,
         threads: vec![1, 2, 4, 8],
+        only: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -205,6 +218,14 @@ fn args() -> Result<Args, String> {
                     .map(str::parse)
                     .collect::<Result<_, _>>()
                     .map_err(|e| format!("--threads: {e}"))?;
+            }
+            "--only" => {
+                parsed.only = Some(
+                    value()?
+                        .split(',')
+                        .map(contender)
+                        .collect::<Result<_, _>>()?,
+                );
             }
             "--bench" => {}
             other => return Err(format!("unknown argument {other}")),
@@ -236,15 +257,22 @@ fn main() -> Result<(), String> {
             .map(|t| support::events(per, 1000 + t as u64))
             .collect();
         let mut results: Vec<Vec<f64>> = vec![Vec::new(); CONTENDERS.len()];
+        let runs = |c: &Contender| args.only.as_ref().is_none_or(|o| o.contains(c));
         for rep in 0..args.repeats {
             for i in 0..CONTENDERS.len() {
                 let k = (i + rep) % CONTENDERS.len(); // rotate who goes first
-                results[k].push(time(CONTENDERS[k], &master)?);
+                if runs(&CONTENDERS[k]) {
+                    results[k].push(time(CONTENDERS[k], &master)?);
+                }
             }
         }
-        let medians: Vec<(f64, f64, f64)> = results.into_iter().map(median_min_max).collect();
         println!("\n{threads} producer(s)");
-        for (c, (med, min, max)) in CONTENDERS.iter().zip(&medians) {
+        let mut medians = Vec::new();
+        for (c, r) in CONTENDERS.iter().zip(results) {
+            if r.is_empty() {
+                continue; // not in `--only`
+            }
+            let (med, min, max) = median_min_max(r);
             println!(
                 "  {:<32} {:>6.2} ({:.2}-{:.2})",
                 c.name(),
@@ -252,6 +280,10 @@ fn main() -> Result<(), String> {
                 min / 1e6,
                 max / 1e6
             );
+            medians.push((med, min, max));
+        }
+        if medians.len() < CONTENDERS.len() {
+            continue; // the ratios need every contender
         }
         let (floor, peer, anon, plain) = (medians[0].0, medians[1].0, medians[2].0, medians[3].0);
         println!(

@@ -1,6 +1,6 @@
 //! Entry points for the fuzz targets in `fuzz/` (feature `fuzzing`); not a public API.
 
-use crate::log::segment::{Scan, Step};
+use crate::storage::log::segment::{Scan, Step};
 
 /// Scans `bytes` as a segment file: header, then frames until the end or the first bad
 /// one. Returns the valid frames' count; never panics, whatever the bytes.
@@ -11,7 +11,7 @@ pub fn scan_segment(bytes: &[u8]) -> u64 {
     let mut frames = 0;
     while let Ok(Step::Frame { meta, payload }) = scan.next_frame() {
         // A frame that passed its checksum still decodes or fails cleanly.
-        let _ = crate::export::decode_record(payload);
+        let _ = crate::storage::export::decode_record(payload);
         assert!(meta.seq >= scan.header().first_seq);
         frames += 1;
     }

@@ -55,30 +55,26 @@
 //! ## It is not
 //! - a tracing or logging framework (no spans, no levels, no subscribers);
 //! - a metrics aggregator: it keeps events and simple tallies, not histograms;
-//! - a network service: exports are bytes you write where you like;
+//! - a network service: the library does no network I/O (exports are bytes you write
+//!   where you like); the HTTP server behind the `serve` feature is an adapter over this API;
 //! - a replicated log: one writer per data directory, on one machine.
 
+// The layers, lowest first: contract, codec, storage, analytics, pipeline. Each imports
+// only the layers below it (ARCHITECTURE.md, "Layers"; enforced by tests/layering.rs).
 mod analytics;
-mod anonymize;
-mod clock;
-mod collector;
-mod config;
-mod encode;
-mod error;
-mod event;
-mod execution;
-mod export;
-mod log;
-mod removal;
-mod stats;
-mod store;
-mod worker;
+mod codec;
+mod contract;
+mod pipeline;
+mod storage;
 
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 #[cfg(feature = "nats")]
 pub mod relay;
+
+#[cfg(feature = "serve")]
+pub mod serve;
 
 pub use analytics::{
     Aggregator, Alert, AlertKind, AlertRule, AlertRuleError, AlertScope, AnalyticsConfig,
@@ -88,33 +84,33 @@ pub use analytics::{
     ReportError, ReportRequest, RuleCount, Series, SeverityCounts, Summary, TOP_RULES, TaskFigures,
     TrainingFigures, Trend, TrendPoint, Window,
 };
-pub use anonymize::{
-    AnonymizationKey, IdKind, KEY_ENV, KeyError, KeyOrigin, Pseudonymizer, REDACTED,
-};
-pub use clock::{Clock, ManualClock, SystemClock};
-pub use collector::{
+pub use codec::anonymize::{Pseudonymizer, REDACTED};
+pub use contract::clock::{Clock, ManualClock, SystemClock};
+pub use contract::config::*;
+pub use contract::event::*;
+pub use contract::key::{AnonymizationKey, IdKind, KEY_ENV, KeyError, KeyOrigin};
+pub use pipeline::collector::{
     ABANDON_MAX_WAIT, Collector, CollectorBuilder, DROP_FLUSH_TIMEOUT, ShutdownReport,
 };
-pub use config::*;
-pub use error::{
-    BuildError, CompleteError, ConfigError, ExportError, FlushError, RecordError, ShutdownError,
-    StorageError, TryRecordError,
+pub use pipeline::error::{
+    BuildError, CompleteError, FlushError, RecordError, ShutdownError, TryRecordError,
 };
-pub use event::*;
-pub use execution::TaskExecution;
-pub use export::{
-    Cursor, EXPORT_FORMAT, EXPORT_VERSION, EXPORT_VERSION_1, Export, ExportFile, ExportHeader,
-    ExportRequest, ExportTrailer, Gap, GapReason, MacKey, Record, read_export,
-    read_export_verified,
-};
-pub use log::{
-    Damage, DataDir, KeyRotation, RecoveryReport, SegmentReport, StorageStats, VerifyReport,
-};
+pub use pipeline::execution::TaskExecution;
 #[cfg(feature = "nats")]
 pub use relay::{
     Puller, Relay, RelayConfig, RelayError, RelayStatus, RelayStopper, RunMode, read_pull_file,
 };
-pub use stats::{Dropped, KindCount, Pruned, State, Stats, TaskStats, TaskWindow};
+pub use storage::export::ExportError;
+pub use storage::export::{
+    Cursor, EXPORT_FORMAT, EXPORT_VERSION, EXPORT_VERSION_1, Export, ExportFile, ExportHeader,
+    ExportRequest, ExportTrailer, Gap, GapReason, MacKey, Record, read_export,
+    read_export_verified,
+};
+pub use storage::log::StorageError;
+pub use storage::log::{
+    Damage, DataDir, KeyRotation, RecoveryReport, SegmentReport, StorageStats, VerifyReport,
+};
+pub use storage::stats::{Dropped, KindCount, Pruned, State, Stats, TaskStats, TaskWindow};
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

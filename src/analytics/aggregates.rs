@@ -11,8 +11,8 @@ use sketches_ddsketch::Config as SketchConfig;
 use super::config::AnalyticsConfig;
 use super::sketch::{DEFAULT_RELATIVE_ERROR, sketch_config};
 use super::tally::Tally;
-use crate::anonymize::IdKind;
-use crate::event::{Event, EventKind, RoutingStrategy};
+use crate::contract::event::{Event, EventKind, RoutingStrategy};
+use crate::contract::key::IdKind;
 
 /// Strategies in report order.
 pub(crate) const STRATEGIES: [(RoutingStrategy, &str); 4] = [

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::aggregates::Aggregates;
 use super::report::Figures;
 use super::tally::Tally;
-use crate::event::Severity;
+use crate::contract::event::Severity;
 
 /// What a rule watches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::ConfigError;
+use crate::contract::config::ConfigError;
 
 /// Default width of one aggregate bucket, in seconds.
 pub const DEFAULT_BUCKET_SECS: u64 = 60;

@@ -5,10 +5,11 @@ use time::OffsetDateTime;
 
 use super::report::Window;
 use super::{Aggregator, AnalyticsConfig, MAX_BUCKETS, Report, ReportRequest};
-use crate::clock::unix_nanos;
-use crate::error::{ConfigError, ExportError};
-use crate::export::{Cursor, ExportRequest};
-use crate::log::DataDir;
+use crate::contract::clock::unix_nanos;
+use crate::contract::config::ConfigError;
+use crate::storage::export::ExportError;
+use crate::storage::export::{Cursor, ExportRequest};
+use crate::storage::log::DataDir;
 
 /// Records read from disk per chunk: what a history report holds in memory at once,
 /// besides its aggregates.

@@ -33,10 +33,10 @@ pub use report::{
 pub use sketch::{DEFAULT_RELATIVE_ERROR, Series, Summary};
 pub use tally::OTHER_RULES;
 
-use crate::clock::unix_nanos;
-use crate::error::ConfigError;
-use crate::event::Event;
-use crate::export::Record;
+use crate::contract::clock::unix_nanos;
+use crate::contract::config::ConfigError;
+use crate::contract::event::Event;
+use crate::storage::export::Record;
 use time::OffsetDateTime;
 
 /// Aggregates built from records read back (from an export or a data directory), for

@@ -11,8 +11,8 @@ use super::sketch::{Series, Summary};
 use super::tally::{ABANDONED, OTHER_RULES, Tally};
 use sketches_ddsketch::Config as SketchConfig;
 
-use crate::clock::{datetime, unix_nanos};
-use crate::event::EventKind;
+use crate::contract::clock::{datetime, unix_nanos};
+use crate::contract::event::EventKind;
 
 /// CAWS rules listed per group, most violated first.
 pub const TOP_RULES: usize = 10;

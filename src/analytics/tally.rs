@@ -4,7 +4,7 @@
 use sketches_ddsketch::Config as SketchConfig;
 
 use super::sketch::{Distribution, Moments};
-use crate::event::{Event, EventKind, OutcomeStatus, Severity};
+use crate::contract::event::{Event, EventKind, OutcomeStatus, Severity};
 
 /// Task ends, in report order: the four outcome statuses, then abandoned.
 pub(crate) const TASK_ENDS: usize = 5;

@@ -5,7 +5,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 
 use super::*;
-use crate::event::{
+use crate::contract::event::{
     Event, OutcomeStatus, RoutingDecision, RoutingStrategy, TaskCompleted, TaskOutcome,
     ThinkingBudgetUsed,
 };
@@ -64,8 +64,10 @@ fn aggregates(config: &AnalyticsConfig, events: &[(i64, Event)]) -> Aggregates {
 }
 
 fn overall(a: &Aggregates, since: i64, until: i64) -> Figures {
-    let request =
-        ReportRequest::between(crate::clock::datetime(since), crate::clock::datetime(until));
+    let request = ReportRequest::between(
+        crate::contract::clock::datetime(since),
+        crate::contract::clock::datetime(until),
+    );
     let report = a.report(&request, until);
     report.groups[0].figures.clone()
 }
@@ -429,14 +431,14 @@ fn token_overuse_and_caws_violations_fire_on_their_limits() {
     over.min_samples = 2;
     let mut caws = rule("caws", AlertKind::CawsViolations);
     caws.threshold = Some(1.0);
-    caws.min_severity = Some(crate::event::Severity::High);
-    let violation = |severity| crate::event::Violation {
+    caws.min_severity = Some(crate::contract::event::Severity::High);
+    let violation = |severity| crate::contract::event::Violation {
         severity,
         message: String::new(),
         rule: Some("no-secrets".into()),
     };
     let validation = |violations| {
-        Event::ConstitutionalValidation(crate::event::ConstitutionalValidation {
+        Event::ConstitutionalValidation(crate::contract::event::ConstitutionalValidation {
             task_id: "t".into(),
             agent_id: "a".into(),
             valid: false,
@@ -446,7 +448,7 @@ fn token_overuse_and_caws_violations_fire_on_their_limits() {
             rule_count: 3,
         })
     };
-    use crate::event::Severity::{Critical, High, Low};
+    use crate::contract::event::Severity::{Critical, High, Low};
     let events = [
         (minute(0), budget("t1", 150, 100)),
         (minute(0) + 1, budget("t2", 50, 100)), // share 0.5: not above
@@ -528,7 +530,7 @@ fn bad_rules_are_refused_with_the_field_named() {
         (
             {
                 let mut r = base();
-                r.min_severity = Some(crate::event::Severity::Low);
+                r.min_severity = Some(crate::contract::event::Severity::Low);
                 r
             },
             "min_severity",

@@ -10,7 +10,8 @@
 //!   moves a consumer's committed cursor.
 //! - `verify-export FILE --mac-key-file F` checks an export's MAC; `key mac` prints the
 //!   data directory's MAC key.
-//!
+//! - `serve` records over HTTP and serves exports, consumers, stats, reports and
+//!   metrics (with the `serve` feature, on by default).
 //! - `relay --nats URL` publishes the data directory's records to NATS JetStream
 //!   (feature `nats`); `relay --status` says how far it got. `pull --nats URL
 //!   --consumer NAME --out FILE` writes one pull of many sources' records.
@@ -26,6 +27,8 @@ mod pull;
 #[cfg(feature = "nats")]
 mod relay;
 mod report;
+#[cfg(feature = "serve")]
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -70,6 +73,9 @@ enum Command {
     /// Print the data directory's keys for handing to consumers.
     #[command(subcommand)]
     Key(inspect::KeyCommand),
+    /// Record over HTTP and serve exports, consumers, stats, reports and metrics.
+    #[cfg(feature = "serve")]
+    Serve(serve::Args),
     /// Publish the data directory's records to NATS JetStream, exactly once per (source, seq).
     #[cfg(feature = "nats")]
     Relay(relay::Args),
@@ -92,6 +98,8 @@ fn main() -> ExitCode {
         Command::Report(args) => success(report::run(args)),
         Command::VerifyExport(args) => success(inspect::verify(args)),
         Command::Key(command) => success(inspect::key(command)),
+        #[cfg(feature = "serve")]
+        Command::Serve(args) => success(serve::run(args)),
         #[cfg(feature = "nats")]
         Command::Relay(args) => success(relay::run(args)),
         #[cfg(feature = "nats")]
