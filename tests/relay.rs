@@ -796,3 +796,35 @@ fn puller_resumes_after_a_broker_restart() -> TestResult {
     assert_exactly_once(&pulled[&source], 2_000);
     Ok(())
 }
+
+#[test]
+fn a_subject_holding_a_message_the_relay_did_not_write_is_refused() -> TestResult {
+    let Some(nats) = Nats::start()? else {
+        return Ok(());
+    };
+    let dir = tempfile::tempdir()?;
+    let c = collector(dir.path(), |_| {})?;
+    record(&c, 10)?;
+    let relay = Relay::new(dir.path(), relay_config(&nats))?;
+    // The stream exists (made by a first run), then something else publishes on the
+    // source's subject.
+    relay.run(RunMode::UntilCaughtUp)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let client = async_nats::connect(nats.url()).await?;
+        let js = async_nats::jetstream::new(client);
+        js.publish(relay.subject().to_owned(), "not an export".into())
+            .await?
+            .await?;
+        Ok::<(), Box<dyn std::error::Error>>(())
+    })?;
+    record(&c, 10)?;
+    let outcome = relay.run(RunMode::UntilCaughtUp);
+    assert!(
+        matches!(outcome, Err(RelayError::ForeignMessage { .. })),
+        "{outcome:?}"
+    );
+    Ok(())
+}

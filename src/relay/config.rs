@@ -339,6 +339,20 @@ mod tests {
     }
 
     #[test]
+    fn backoff_doubles_up_to_its_cap_and_resets() {
+        let mut config = RelayConfig::default();
+        config.backoff_initial_ms = 100;
+        config.backoff_max_ms = 350;
+        let mut backoff = super::super::Backoff::new(&config);
+        let waits: Vec<u64> = (0..5)
+            .map(|_| backoff.next_wait().as_millis() as u64)
+            .collect();
+        assert_eq!(waits, [100, 200, 350, 350, 350]);
+        backoff.reset();
+        assert_eq!(backoff.next_wait(), Duration::from_millis(100));
+    }
+
+    #[test]
     fn reads_the_relay_table_and_ignores_the_others() -> Result<(), RelayError> {
         let config = RelayConfig::from_toml(
             "[queue]\ncapacity = 10\n[relay]\nstream = \"FLEET\"\nmax_message_records = 7\n",
