@@ -340,9 +340,11 @@ mod tests {
 
     #[test]
     fn backoff_doubles_up_to_its_cap_and_resets() {
-        let mut config = RelayConfig::default();
-        config.backoff_initial_ms = 100;
-        config.backoff_max_ms = 350;
+        let config = RelayConfig {
+            backoff_initial_ms: 100,
+            backoff_max_ms: 350,
+            ..RelayConfig::default()
+        };
         let mut backoff = super::super::Backoff::new(&config);
         let waits: Vec<u64> = (0..5)
             .map(|_| backoff.next_wait().as_millis() as u64)
