@@ -70,6 +70,8 @@ mod storage;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+#[cfg(feature = "nats")]
+pub mod relay;
 
 #[cfg(feature = "serve")]
 pub mod serve;
@@ -94,6 +96,10 @@ pub use pipeline::error::{
     BuildError, CompleteError, FlushError, RecordError, ShutdownError, TryRecordError,
 };
 pub use pipeline::execution::TaskExecution;
+#[cfg(feature = "nats")]
+pub use relay::{
+    Puller, Relay, RelayConfig, RelayError, RelayStatus, RelayStopper, RunMode, read_pull_file,
+};
 pub use storage::export::ExportError;
 pub use storage::export::{
     Cursor, EXPORT_FORMAT, EXPORT_VERSION, EXPORT_VERSION_1, Export, ExportFile, ExportHeader,

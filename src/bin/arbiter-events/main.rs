@@ -12,6 +12,9 @@
 //!   data directory's MAC key.
 //! - `serve` records over HTTP and serves exports, consumers, stats, reports and
 //!   metrics (with the `serve` feature, on by default).
+//! - `relay --nats URL` publishes the data directory's records to NATS JetStream
+//!   (feature `nats`); `relay --status` says how far it got. `pull --nats URL
+//!   --consumer NAME --out FILE` writes one pull of many sources' records.
 //!
 //! Every command that reads the data directory works while a collector writes it.
 
@@ -19,6 +22,10 @@ mod data;
 mod demo;
 mod html;
 mod inspect;
+#[cfg(feature = "nats")]
+mod pull;
+#[cfg(feature = "nats")]
+mod relay;
 mod report;
 #[cfg(feature = "serve")]
 mod serve;
@@ -69,6 +76,12 @@ enum Command {
     /// Record over HTTP and serve exports, consumers, stats, reports and metrics.
     #[cfg(feature = "serve")]
     Serve(serve::Args),
+    /// Publish the data directory's records to NATS JetStream, exactly once per (source, seq).
+    #[cfg(feature = "nats")]
+    Relay(relay::Args),
+    /// Pull the relayed records of every source once, into one file, exactly once per (source, seq).
+    #[cfg(feature = "nats")]
+    Pull(pull::Args),
 }
 
 fn main() -> ExitCode {
@@ -87,6 +100,10 @@ fn main() -> ExitCode {
         Command::Key(command) => success(inspect::key(command)),
         #[cfg(feature = "serve")]
         Command::Serve(args) => success(serve::run(args)),
+        #[cfg(feature = "nats")]
+        Command::Relay(args) => success(relay::run(args)),
+        #[cfg(feature = "nats")]
+        Command::Pull(args) => success(pull::run(args)),
     };
     match result {
         Ok(code) => code,
