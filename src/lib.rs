@@ -90,6 +90,9 @@ pub use pipeline::error::{
     BuildError, CompleteError, FlushError, RecordError, ShutdownError, TryRecordError,
 };
 pub use pipeline::execution::TaskExecution;
+pub use pipeline::live::{
+    ALERT_SUBSCRIBER_CAPACITY, AlertReceiver, AnalyticsStats, EVALUATE_EVERY, LIVE_QUEUE_BATCHES,
+};
 pub use storage::export::ExportError;
 pub use storage::export::{
     Cursor, EXPORT_FORMAT, EXPORT_VERSION, EXPORT_VERSION_1, Export, ExportFile, ExportHeader,

@@ -15,6 +15,7 @@ const T0: i64 = 1_700_000_000 * SEC;
 
 fn config(bucket_secs: u64, buckets: usize, max_agents: usize) -> AnalyticsConfig {
     AnalyticsConfig {
+        enabled: true,
         bucket_secs,
         buckets,
         max_agents,

@@ -18,6 +18,7 @@ use crate::codec::anonymize::Anonymizer;
 use crate::codec::encode::encode_record;
 use crate::contract::event::Event;
 use crate::pipeline::collector::Shared;
+use crate::pipeline::live::LiveFeed;
 use crate::storage::log::{FrameRef, frame};
 use crate::storage::store::{Meta, TaskEnd, TaskMeta};
 
@@ -51,6 +52,7 @@ pub(crate) fn spawn(
     shared: Arc<Shared>,
     rx: Receiver<Msg>,
     anonymizer: Anonymizer,
+    live: Option<LiveFeed>,
 ) -> std::io::Result<JoinHandle<()>> {
     let committer = match shared.data_dir {
         Some(_) => Some(Committer::spawn(Arc::clone(&shared))?),
@@ -58,7 +60,7 @@ pub(crate) fn spawn(
     };
     std::thread::Builder::new()
         .name("arbiter-events-ingest".into())
-        .spawn(move || Worker::new(shared, anonymizer, committer).run(&rx))
+        .spawn(move || Worker::new(shared, anonymizer, committer, live).run(&rx))
 }
 
 /// What the ingest worker hands the commit thread.
@@ -176,10 +178,17 @@ struct Worker {
     framed: bool,
     /// The commit thread, when there is a data directory.
     committer: Option<Committer>,
+    /// The live analytics stage, handed each batch once it is committed.
+    live: Option<LiveFeed>,
 }
 
 impl Worker {
-    fn new(shared: Arc<Shared>, anonymizer: Anonymizer, committer: Option<Committer>) -> Worker {
+    fn new(
+        shared: Arc<Shared>,
+        anonymizer: Anonymizer,
+        committer: Option<Committer>,
+        live: Option<LiveFeed>,
+    ) -> Worker {
         // Numbering and time go on from what was recovered from the data directory.
         let (next_seq, last_time) = {
             let store = shared.lock_store();
@@ -194,6 +203,7 @@ impl Worker {
             pending: Vec::new(),
             encoded: Vec::new(),
             committer,
+            live,
         }
     }
 
@@ -324,11 +334,21 @@ impl Worker {
         });
         self.next_seq += 1;
         self.last_time = time;
+        if let Some(live) = &mut self.live {
+            live.push(time, event);
+        }
     }
 
     /// Commits the pending records: hands them to the commit thread, or (without a data
     /// directory) appends them to the store and prunes.
     fn commit(&mut self) {
+        self.commit_batch();
+        if let Some(live) = &mut self.live {
+            live.hand_over();
+        }
+    }
+
+    fn commit_batch(&mut self) {
         match &self.committer {
             Some(c) => {
                 if self.pending.is_empty() {
