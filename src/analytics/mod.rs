@@ -16,14 +16,14 @@ mod report;
 mod sketch;
 mod tally;
 
-pub(crate) use aggregates::{Aggregates, IdView, Verbatim};
-pub use alerts::Alert;
-pub(crate) use alerts::Alerting;
 pub use crate::contract::analytics::{
     AlertKind, AlertRule, AlertRuleError, AlertScope, AnalyticsConfig, DEFAULT_BUCKET_SECS,
     DEFAULT_BUCKETS, DEFAULT_MAX_AGENTS, DEFAULT_MIN_SAMPLES, MAX_AGENTS, MAX_BUCKET_SECS,
     MAX_BUCKETS,
 };
+pub(crate) use aggregates::{Aggregates, IdView, Verbatim};
+pub use alerts::Alert;
+pub(crate) use alerts::Alerting;
 pub use history::{HISTORY_CHUNK, ReportError};
 pub use report::{
     BudgetFigures, CawsFigures, EvaluationFigures, Figures, GroupReport, Grouping, OTHER_GROUP,

@@ -343,7 +343,6 @@ impl AlertRule {
     }
 }
 
-
 /// Checks `rules` against the bucket width and the buckets kept: each rule on its own,
 /// then that names are unique.
 pub(crate) fn validate_alerts(

@@ -601,18 +601,23 @@ impl CollectorBuilder {
         let (live, feed) = match live_anonymizer {
             Some(ids) => {
                 let config = shared.lock_config().clone();
-                let (live, feed) =
-                    live::spawn(Arc::clone(&shared), &config.analytics, config.alerts, ids, tx.clone())
-                        .map_err(|e| match e {
-                            live::LiveError::Rules(e) => BuildError::Config(ConfigError::Alert(e)),
-                            live::LiveError::Spawn(e) => BuildError::Spawn(e),
-                        })?;
+                let (live, feed) = live::spawn(
+                    Arc::clone(&shared),
+                    &config.analytics,
+                    config.alerts,
+                    ids,
+                    tx.clone(),
+                )
+                .map_err(|e| match e {
+                    live::LiveError::Rules(e) => BuildError::Config(ConfigError::Alert(e)),
+                    live::LiveError::Spawn(e) => BuildError::Spawn(e),
+                })?;
                 (Some(live), Some(feed))
             }
             None => (None, None),
         };
-        let worker = worker::spawn(Arc::clone(&shared), rx, anonymizer, feed)
-            .map_err(BuildError::Spawn)?;
+        let worker =
+            worker::spawn(Arc::clone(&shared), rx, anonymizer, feed).map_err(BuildError::Spawn)?;
         let handle = Handle {
             shared,
             tx,
