@@ -897,6 +897,10 @@ pub const ENV_KEYS: &[&str] = &[
     "storage.segment_bytes",
     "storage.max_disk_bytes",
     "storage.on_damage",
+    "analytics.enabled",
+    "analytics.bucket_secs",
+    "analytics.buckets",
+    "analytics.max_agents",
 ];
 
 impl Config {
