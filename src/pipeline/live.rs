@@ -222,7 +222,12 @@ fn run(
             Err(RecvTimeoutError::Timeout) => 0,
             Err(RecvTimeoutError::Disconnected) => return,
         };
-        let alerts = stage.evaluate_if_due(shared.clock.now_unix_nanos());
+        // The clock is read only when there are rules to evaluate.
+        let alerts = if stage.has_rules() {
+            stage.evaluate_if_due(shared.clock.now_unix_nanos())
+        } else {
+            Vec::new()
+        };
         for alert in alerts {
             stage.emit(shared, queue, alert);
         }
@@ -248,6 +253,10 @@ impl LiveAnalytics {
         for (time, event) in batch {
             aggregates.add(*time, event, ids);
         }
+    }
+
+    fn has_rules(&self) -> bool {
+        !self.lock().alerting.rules().is_empty()
     }
 
     fn evaluate_if_due(&self, now: i64) -> Vec<Alert> {
