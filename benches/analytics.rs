@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 mod support;
 
 use arbiter_events::{
-    Aggregator, AnalyticsConfig, Collector, Config, Event, Grouping, OutcomeStatus, Overflow,
-    ReportRequest, RoutingDecision, RoutingStrategy, TaskCompleted, TaskOutcome,
-    ThinkingBudgetUsed, Trend,
+    Aggregator, AnalyticsConfig, Collector, Config, Event, Grouping, IdKind, ManualClock,
+    OutcomeStatus, Overflow, ReportRequest, RoutingDecision, RoutingStrategy, TaskCompleted,
+    TaskOutcome, ThinkingBudgetUsed, Trend,
 };
 use time::OffsetDateTime;
 
@@ -177,15 +177,23 @@ fn ingest_comparison() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// `Collector::report` over the live window with 1,000 agents, at 100k and 1M records.
+/// `Collector::report` over the live window with 1,000 agents, at 100k and 1M records
+/// spread over the hour the buckets keep (a manual clock moves 3.6 s per 1/1000th).
 fn live_report() -> Result<(), Box<dyn std::error::Error>> {
     for n in [100_000u64, 1_000_000] {
         let mut config = Config::default();
         config.queue.overflow = Overflow::Block;
         config.retention.max_events = 2_000_000;
         config.retention.max_bytes = 1 << 30;
-        let collector = Collector::new(config)?;
+        let clock = ManualClock::new(T0);
+        let collector = Collector::builder()
+            .config(config)
+            .clock(clock.clone())
+            .build()?;
         for i in 0..n {
+            if i % (n / 1000) == 0 {
+                clock.advance(Duration::from_millis(3600));
+            }
             let agent = format!("agent-{}", i % 1000);
             let event = Event::TaskCompleted(TaskCompleted {
                 execution_id: format!("exe-{i}"),

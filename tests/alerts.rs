@@ -410,7 +410,9 @@ fn rules_change_live_and_a_bad_rule_changes_nothing() -> TestResult {
 
 #[test]
 fn without_analytics_there_is_no_stage_and_an_empty_report() -> TestResult {
-    let (collector, _) = golden_collector(config("")?.tap_disable())?;
+    let mut off = config("")?;
+    off.analytics.enabled = false;
+    let (collector, _) = golden_collector(off)?;
     collector.record(budget(1, 10))?;
     collector.flush(PATIENCE)?;
     assert!(!collector.analytics().enabled);
@@ -421,15 +423,4 @@ fn without_analytics_there_is_no_stage_and_an_empty_report() -> TestResult {
         0
     );
     Ok(())
-}
-
-trait Disable {
-    fn tap_disable(self) -> Config;
-}
-
-impl Disable for Config {
-    fn tap_disable(mut self) -> Config {
-        self.analytics.enabled = false;
-        self
-    }
 }
