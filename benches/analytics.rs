@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 mod support;
 
 use arbiter_events::{
-    Aggregator, AnalyticsConfig, Collector, Config, Event, Grouping, IdKind, ManualClock,
-    OutcomeStatus, Overflow, ReportRequest, RoutingDecision, RoutingStrategy, TaskCompleted,
-    TaskOutcome, ThinkingBudgetUsed, Trend,
+    Aggregator, AnalyticsConfig, Collector, Config, Event, Grouping, ManualClock, OutcomeStatus,
+    Overflow, ReportRequest, RoutingDecision, RoutingStrategy, TaskCompleted, TaskOutcome,
+    ThinkingBudgetUsed, Trend,
 };
 use time::OffsetDateTime;
 
