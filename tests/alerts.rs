@@ -424,3 +424,41 @@ fn without_analytics_there_is_no_stage_and_an_empty_report() -> TestResult {
     );
     Ok(())
 }
+
+#[test]
+fn a_full_subscriber_misses_alerts_counted_and_nothing_waits_for_it() -> TestResult {
+    const AGENTS: u64 = 300;
+    let rule = "[[alerts]]\nname = \"errors\"\nkind = \"error_rate\"\nscope = \"per_agent\"\nthreshold = 0.5\nwindow_secs = 10\nmin_samples = 1\ncooldown_secs = 3600\n";
+    let (collector, clock) = golden_collector(config(rule)?)?;
+    let full = collector.alerts();
+    for a in 0..AGENTS {
+        collector.record(completed(
+            &format!("agent-{a}"),
+            a,
+            OutcomeStatus::Failed,
+            5.0,
+        ))?;
+    }
+    caught_up(&collector)?;
+    let before = collector.analytics().evaluations;
+    clock.advance(Duration::from_secs(2));
+    evaluated(&collector, before)?;
+    caught_up(&collector)?;
+    let analytics = collector.analytics();
+    // Every agent fired once; the receiver kept what it holds and the rest is counted.
+    assert_eq!(analytics.fired, AGENTS);
+    assert_eq!(full.len(), arbiter_events::ALERT_SUBSCRIBER_CAPACITY);
+    assert_eq!(
+        analytics.undelivered,
+        AGENTS - arbiter_events::ALERT_SUBSCRIBER_CAPACITY as u64
+    );
+    // Every alert is still a record.
+    let stats = collector.stats();
+    assert_eq!(stats.generated, AGENTS);
+    assert_eq!(stats.kind(EventKind::AnomalyDetected).stored, AGENTS);
+    assert_eq!(
+        stats.submitted + stats.generated,
+        stats.stored + stats.dropped.total() + stats.rejected + stats.in_flight
+    );
+    Ok(())
+}

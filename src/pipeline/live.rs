@@ -57,7 +57,7 @@ pub struct AnalyticsStats {
     pub fired: u64,
     /// Alert messages not delivered because a subscriber's receiver was full.
     pub undelivered: u64,
-    /// Rule evaluations run.
+    /// Rule evaluations run (each counted once the alerts it fired were sent).
     pub evaluations: u64,
     /// Agents with a row of their own now.
     pub tracked_agents: usize,
@@ -226,10 +226,14 @@ fn run(
         let alerts = if stage.has_rules() {
             stage.evaluate_if_due(shared.clock.now_unix_nanos())
         } else {
-            Vec::new()
+            None
         };
-        for alert in alerts {
-            stage.emit(shared, queue, alert);
+        if let Some(alerts) = alerts {
+            for alert in alerts {
+                stage.emit(shared, queue, alert);
+            }
+            // Counted once its alerts are sent.
+            stage.evaluations.fetch_add(1, SeqCst);
         }
         // Published last: once `folded` counts a record, the evaluation after it ran
         // and its alerts were sent.
@@ -259,26 +263,26 @@ impl LiveAnalytics {
         !self.lock().alerting.rules().is_empty()
     }
 
-    fn evaluate_if_due(&self, now: i64) -> Vec<Alert> {
+    /// The alerts of an evaluation at `now`, or `None` when none is due.
+    fn evaluate_if_due(&self, now: i64) -> Option<Vec<Alert>> {
         let mut state = self.lock();
         if state.alerting.rules().is_empty() {
-            return Vec::new();
+            return None;
         }
         let every = EVALUATE_EVERY.as_nanos() as i64;
         if state
             .last_evaluation
             .is_some_and(|last| now.saturating_sub(last) < every)
         {
-            return Vec::new();
+            return None;
         }
         state.last_evaluation = Some(now);
-        self.evaluations.fetch_add(1, Relaxed);
         let State {
             aggregates,
             alerting,
             ..
         } = &mut *state;
-        alerting.evaluate(aggregates, now)
+        Some(alerting.evaluate(aggregates, now))
     }
 
     /// Delivers `alert` to every subscriber and sends its record to the worker, counted
@@ -347,7 +351,7 @@ impl LiveAnalytics {
             skipped: self.skipped.load(Relaxed),
             fired: self.fired.load(Relaxed),
             undelivered: self.undelivered.load(Relaxed),
-            evaluations: self.evaluations.load(Relaxed),
+            evaluations: self.evaluations.load(SeqCst),
             tracked_agents,
             memory_bytes,
         }
