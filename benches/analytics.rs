@@ -2,14 +2,22 @@
 //! agents at 100k and 1M records (it should not depend on the record count), and how much
 //! memory the aggregates hold with 10,000 distinct agents.
 //!
+//! It also measures end-to-end ingest (one producer, `record()` to stored) with the
+//! live analytics stage and three alert rules on against the same with `analytics.enabled
+//! = false`, alternating in the same run, and the live `Collector::report`.
+//!
 //! `cargo bench --bench analytics`
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+#[path = "support/mod.rs"]
+mod support;
+
 use arbiter_events::{
-    Aggregator, AnalyticsConfig, Event, Grouping, OutcomeStatus, ReportRequest, RoutingDecision,
-    RoutingStrategy, TaskCompleted, TaskOutcome, ThinkingBudgetUsed, Trend,
+    Aggregator, AnalyticsConfig, Collector, Config, Event, Grouping, ManualClock, OutcomeStatus,
+    Overflow, ReportRequest, RoutingDecision, RoutingStrategy, TaskCompleted, TaskOutcome,
+    ThinkingBudgetUsed, Trend,
 };
 use time::OffsetDateTime;
 
@@ -73,7 +81,169 @@ fn median_report(aggregator: &Aggregator, request: &ReportRequest) -> Duration {
     times[times.len() / 2]
 }
 
+const RULES: &str = r#"
+[[alerts]]
+name = "slow-agent"
+kind = "latency_spike"
+scope = "per_agent"
+window_secs = 300
+threshold = 5000.0
+
+[[alerts]]
+name = "errors"
+kind = "error_rate"
+window_secs = 300
+threshold = 0.5
+
+[[alerts]]
+name = "overspend"
+kind = "token_overuse"
+scope = "per_agent"
+window_secs = 300
+max_share = 0.9
+"#;
+
+/// One run: `events` recorded by one producer (blocking on a full queue, so nothing is
+/// dropped) until flushed: records/s, and with analytics the time until the stage has
+/// folded them all and what it skipped.
+fn ingest(
+    analytics: bool,
+    events: Vec<Event>,
+) -> Result<(f64, Duration, u64), Box<dyn std::error::Error>> {
+    let mut config = Config::from_toml_str(RULES)?;
+    config.analytics.enabled = analytics;
+    config.queue.overflow = Overflow::Block;
+    config.retention.max_events = 2_000_000;
+    config.retention.max_bytes = 1 << 30;
+    let collector = Collector::new(config)?;
+    let n = events.len();
+    let started = Instant::now();
+    for event in events {
+        collector.record(event)?;
+    }
+    collector.flush(Duration::from_secs(120))?;
+    let stored = started.elapsed();
+    let mut caught_up = stored;
+    if analytics {
+        while collector.analytics().folded + collector.analytics().skipped
+            < collector.stats().stored
+            && started.elapsed() < Duration::from_secs(120)
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        caught_up = started.elapsed();
+    }
+    let skipped = collector.analytics().skipped;
+    collector.shutdown(Duration::from_secs(60))?;
+    Ok((n as f64 / stored.as_secs_f64(), caught_up, skipped))
+}
+
+fn ingest_comparison() -> Result<(), Box<dyn std::error::Error>> {
+    const N: usize = 400_000;
+    const ROUNDS: usize = 5;
+    let mut off = Vec::new();
+    let mut on = Vec::new();
+    for round in 0..ROUNDS {
+        // Alternate, so drift on a shared machine hits both alike.
+        for analytics in [round % 2 == 0, round % 2 != 0] {
+            let events = support::events(N, round as u64);
+            let (rate, caught_up, skipped) = ingest(analytics, events)?;
+            println!(
+                "  ingest round {round} analytics {:<3} {:>10.0} records/s{}",
+                if analytics { "on" } else { "off" },
+                rate,
+                if analytics {
+                    format!(", folded all after {caught_up:.2?}, skipped {skipped}")
+                } else {
+                    String::new()
+                }
+            );
+            if analytics {
+                on.push(rate)
+            } else {
+                off.push(rate)
+            }
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (off, on) = (median(&mut off), median(&mut on));
+    println!(
+        "ingest {N} records, 1 producer: analytics off {off:.0}/s, on with 3 rules {on:.0}/s: {:.1} % (medians of {ROUNDS})",
+        100.0 * on / off
+    );
+    Ok(())
+}
+
+/// `Collector::report` over the live window with 1,000 agents, at 100k and 1M records
+/// spread over the hour the buckets keep (a manual clock moves 3.6 s per 1/1000th).
+fn live_report() -> Result<(), Box<dyn std::error::Error>> {
+    for n in [100_000u64, 1_000_000] {
+        let mut config = Config::default();
+        config.queue.overflow = Overflow::Block;
+        config.retention.max_events = 2_000_000;
+        config.retention.max_bytes = 1 << 30;
+        let clock = ManualClock::new(T0);
+        let collector = Collector::builder()
+            .config(config)
+            .clock(clock.clone())
+            .build()?;
+        for i in 0..n {
+            if i % (n / 1000) == 0 {
+                clock.advance(Duration::from_millis(3600));
+            }
+            let agent = format!("agent-{}", i % 1000);
+            let event = Event::TaskCompleted(TaskCompleted {
+                execution_id: format!("exe-{i}"),
+                task_id: format!("task-{i}"),
+                agent_id: agent,
+                outcome: TaskOutcome {
+                    status: OutcomeStatus::Succeeded,
+                    quality_score: 0.5,
+                    efficiency_score: 0.5,
+                    tokens_consumed: 100,
+                },
+                duration_ms: (i % 977) as f64,
+            });
+            collector.record(event)?;
+        }
+        collector.flush(Duration::from_secs(120))?;
+        while collector.analytics().folded + collector.analytics().skipped < n {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let hour = Duration::from_secs(3600);
+        for (label, request) in [
+            ("overall, trend", ReportRequest::last(hour)),
+            (
+                "by_agent, no trend",
+                ReportRequest::last(hour)
+                    .by(Grouping::ByAgent)
+                    .trend(Trend::None),
+            ),
+        ] {
+            let mut times: Vec<Duration> = (0..21)
+                .map(|_| {
+                    let started = Instant::now();
+                    black_box(collector.report(&request));
+                    started.elapsed()
+                })
+                .collect();
+            times.sort();
+            println!(
+                "  live report {n:>8} records, 1000 agents, {label:<20} {:>9.3} ms",
+                times[10].as_secs_f64() * 1e3
+            );
+        }
+        collector.shutdown(Duration::from_secs(60))?;
+    }
+    Ok(())
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    ingest_comparison()?;
+    live_report()?;
     let config = AnalyticsConfig::default();
     println!(
         "analytics: bucket {} s x {} buckets, max_agents {}",

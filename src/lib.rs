@@ -54,7 +54,8 @@
 //!
 //! ## It is not
 //! - a tracing or logging framework (no spans, no levels, no subscribers);
-//! - a metrics aggregator: it keeps events and simple tallies, not histograms;
+//! - a metrics backend: its reports and alerts cover its own records (bounded
+//!   aggregates with DDSketch percentiles), not arbitrary time series;
 //! - a network service: the library does no network I/O (exports are bytes you write
 //!   where you like); the HTTP server behind the `serve` feature is an adapter over this API;
 //! - a replicated log: one writer per data directory, on one machine.
@@ -96,6 +97,9 @@ pub use pipeline::error::{
     BuildError, CompleteError, FlushError, RecordError, ShutdownError, TryRecordError,
 };
 pub use pipeline::execution::TaskExecution;
+pub use pipeline::live::{
+    ALERT_SUBSCRIBER_CAPACITY, AlertReceiver, AnalyticsStats, EVALUATE_EVERY, LIVE_QUEUE_BATCHES,
+};
 #[cfg(feature = "nats")]
 pub use relay::{
     Puller, Relay, RelayConfig, RelayError, RelayStatus, RelayStopper, RunMode, read_pull_file,

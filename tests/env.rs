@@ -54,6 +54,10 @@ fn every_key() -> Vec<(&'static str, &'static str)> {
         ("storage.segment_bytes", "8192"),
         ("storage.max_disk_bytes", "65536"),
         ("storage.on_damage", "truncate"),
+        ("analytics.enabled", "false"),
+        ("analytics.bucket_secs", "30"),
+        ("analytics.buckets", "120"),
+        ("analytics.max_agents", "50"),
     ]
 }
 

@@ -329,6 +329,25 @@ class Custom(Event):
     occurred_at: Optional[int] = None
 
 
+@_kind("anomaly_detected")
+@dataclass(frozen=True)
+class AnomalyDetected(Event):
+    """An alert rule fired: made by the collector from its live aggregates."""
+
+    rule: str
+    kind: str
+    scope: str
+    agent_id: Optional[str]
+    observed: float
+    threshold: float
+    baseline: Optional[float]
+    window_secs: int
+    samples: int
+    seq: Optional[int] = None
+    time: Optional[int] = None
+    occurred_at: Optional[int] = None
+
+
 @dataclass(frozen=True)
 class UnknownRecord:
     """A record of a kind this package does not know (written by a newer collector):
@@ -367,6 +386,7 @@ EVENT_CLASSES: Dict[str, Type[Event]] = {
         EvaluationOutcome,
         RlTrainingMetrics,
         Custom,
+        AnomalyDetected,
     )
 }
 """The class of each event kind, by its ``type`` tag, in the schema's order."""

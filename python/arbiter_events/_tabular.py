@@ -133,15 +133,33 @@ COLUMNS: Dict[str, List[Column]] = {
         ("name", "string", False),
         ("attributes", "json", False),
     ],
+    "anomaly_detected": [
+        ("rule", "string", False),
+        ("kind", "string", False),
+        ("scope", "string", False),
+        ("agent_id", "string", True),
+        ("observed", "f64", False),
+        ("threshold", "f64", False),
+        ("baseline", "f64", True),
+        ("window_secs", "u64", False),
+        ("samples", "u64", False),
+    ],
 }
 """The event fields' columns of each kind, after :data:`ENVELOPE`."""
+
+
+WIDE_RENAMES: Dict[str, Dict[str, str]] = {"anomaly_detected": {"baseline": "alert_baseline"}}
+"""Fields that the wide table names otherwise, by kind: their name is another kind's
+column of another type (``agent_registered.baseline`` is a struct, an anomaly's a number)."""
 
 
 def _all_kinds_columns() -> List[Column]:
     """The wide table of every kind: the envelope, ``type``, then each field once, nullable."""
     seen: Dict[str, Any] = {}
-    for columns in COLUMNS.values():
+    for event_kind, columns in COLUMNS.items():
+        renames = WIDE_RENAMES.get(event_kind, {})
         for name, kind, _ in columns:
+            name = renames.get(name, name)
             if seen.setdefault(name, kind) != kind:  # pragma: no cover - a schema defect
                 raise AssertionError(f"column {name} has two types")
     return ENVELOPE + [("type", "string", False)] + [(n, t, True) for n, t in seen.items()]
@@ -229,6 +247,8 @@ def build_table(records: Sequence[Dict[str, Any]], kind: Optional[str]):
     kind requires.
     """
     pa = _pa()
+    if kind is None and any(r.get("type") in WIDE_RENAMES for r in records):
+        records = [_wide_record(r) for r in records]
     schema = arrow_schema(kind)
     columns = _columns(kind)
     typed_fields = [f for f, (_, t, _) in zip(schema, columns) if t != "json"]
@@ -245,6 +265,13 @@ def build_table(records: Sequence[Dict[str, Any]], kind: Optional[str]):
             raise ValueError(f"{parts[f.name].null_count} records lack the field `{f.name}` "
                              f"of their kind {kind}")
     return pa.Table.from_arrays([parts[f.name] for f in schema], schema=schema)
+
+
+def _wide_record(record: Dict[str, Any]) -> Dict[str, Any]:
+    renames = WIDE_RENAMES.get(record.get("type"))
+    if not renames:
+        return record
+    return {renames.get(k, k): v for k, v in record.items()}
 
 
 def _inferred_table(records: Sequence[Dict[str, Any]]):

@@ -23,7 +23,7 @@ def test_smoke_each_kind_has_its_explicit_schema(golden):
         table = golden.to_arrow(kind)
         assert table.schema == ae.arrow_schema(kind), kind
         assert table.schema.metadata == {b"arbiter_events.kind": kind.encode()}
-        assert table.num_rows == golden.kinds()[kind], kind
+        assert table.num_rows == golden.kinds().get(kind, 0), kind
 
 
 def test_column_types_are_those_declared():
@@ -82,8 +82,8 @@ def test_a_kind_with_no_records_is_an_empty_table_with_its_schema(golden):
 
 def test_an_unknown_kind_gets_an_inferred_table():
     f = ae.read_export(GOLDEN / "all_variants.msgpack")
-    f.records = [{"seq": 40, "time": 5, "type": "anomaly_detected", "rule": "r", "value": 1.5}]
-    table = f.to_arrow("anomaly_detected")
+    f.records = [{"seq": 40, "time": 5, "type": "future_kind", "rule": "r", "value": 1.5}]
+    table = f.to_arrow("future_kind")
     assert table.schema.names == ["seq", "time", "occurred_at", "rule", "value"]
     assert table.column("value").to_pylist() == [1.5]
 
@@ -132,3 +132,16 @@ def test_a_demo_run_tables_every_routing_decision(shared_demo, tmp_path):
             assert pq.read_table(p).num_rows == f.kinds()[kind]
     stats = json.loads(next(shared_demo.path.glob("exports/run-*/stats.json")).read_text())
     assert total == {k["kind"]: k["stored"] for k in stats["kinds"]}["routing_decision"] > 0
+
+
+def test_an_anomaly_record_has_its_own_table_and_its_baseline_in_the_wide_one():
+    line = (GOLDEN.parent / "events" / "generated.jsonl").read_text().splitlines()[0]
+    anomaly = dict(json.loads(line), seq=41, time=6, baseline=1500.0)
+    f = ae.read_export(GOLDEN / "all_variants.msgpack")
+    f.records = [f.records[0], anomaly]  # an agent_registered (struct baseline) and the anomaly
+    table = f.to_arrow("anomaly_detected")
+    assert table.schema == ae.arrow_schema("anomaly_detected")
+    assert table.column("baseline").to_pylist() == [anomaly["baseline"]]
+    wide = f.to_arrow()
+    assert wide.column("alert_baseline").to_pylist() == [None, anomaly["baseline"]]
+    assert wide.column("baseline").to_pylist()[1] is None

@@ -27,7 +27,9 @@ def test_smoke_every_golden_record_round_trips(golden_records):
 
 
 def test_the_golden_records_cover_every_kind(golden_records):
-    assert {r["type"] for r in golden_records} == set(ae.KINDS)
+    # anomaly_detected is made by the collector's alert rules, never recorded, so the
+    # golden stream (recorded through a collector) cannot hold one; the demo's can.
+    assert {r["type"] for r in golden_records} == set(ae.KINDS) - {"anomaly_detected"}
 
 
 def test_the_classes_have_the_schema_fields_in_order():
@@ -73,9 +75,9 @@ def test_to_event_gives_the_json_form_of_the_fixtures(golden_records):
 
 
 def test_unknown_kinds_are_kept_whole():
-    record = {"seq": 9, "time": 1, "type": "anomaly_detected", "rule": "r1", "value": 2.5}
+    record = {"seq": 9, "time": 1, "type": "future_kind", "rule": "r1", "value": 2.5}
     event = ae.typed(record)
-    assert isinstance(event, ae.UnknownRecord) and event.type == "anomaly_detected"
+    assert isinstance(event, ae.UnknownRecord) and event.type == "future_kind"
     assert event.to_record() == record
 
 

@@ -8,9 +8,9 @@ use std::hash::BuildHasher;
 use foldhash::fast::FixedState;
 use sketches_ddsketch::Config as SketchConfig;
 
-use super::config::AnalyticsConfig;
 use super::sketch::{DEFAULT_RELATIVE_ERROR, sketch_config};
 use super::tally::Tally;
+use crate::contract::analytics::AnalyticsConfig;
 use crate::contract::event::{Event, EventKind, RoutingStrategy};
 use crate::contract::key::IdKind;
 
@@ -171,14 +171,16 @@ impl Aggregates {
         let at = self.bucket_for(time);
         let bucket_start = self.buckets.get(at).map_or(i64::MIN, |b| b.start);
         let (agent_id, task_id) = identifiers(event);
-        let task = task_id.map(|t| ids.view(IdKind::Task, t, |s| self.hasher.hash_one(s)));
+        // Identifiers are hashed as given: the view (a keyed pseudonym) is only needed
+        // for the name of an agent that gets a row, once per agent.
+        let task = task_id.map(|t| self.hasher.hash_one(t));
         let known = task.map(|t| self.recall(t)).unwrap_or_default();
         // The agent as (hash, tracked slot): named by the event, or known from its task.
         let agent = match agent_id {
-            Some(a) => Some(ids.view(IdKind::Agent, a, |s| {
-                let hash = self.hasher.hash_one(s);
-                (hash, self.touch(hash, s, bucket_start))
-            })),
+            Some(a) => {
+                let hash = self.hasher.hash_one(a);
+                Some((hash, self.touch(hash, a, ids, bucket_start)))
+            }
             None => known
                 .agent
                 .map(|hash| (hash, self.touch_known(hash, bucket_start))),
@@ -246,7 +248,7 @@ impl Aggregates {
     /// Marks the agent active and returns its slot, tracking it if it is new; when more
     /// than `max_agents` are tracked the least recently active (by bucket) is folded into
     /// `other`.
-    fn touch(&mut self, hash: u64, name: &str, bucket: i64) -> Option<u32> {
+    fn touch(&mut self, hash: u64, id: &str, ids: &mut impl IdView, bucket: i64) -> Option<u32> {
         if self.max_agents == 0 {
             return None;
         }
@@ -267,7 +269,7 @@ impl Aggregates {
         };
         if let Some(entry) = self.agents.get_mut(slot as usize) {
             *entry = Some(Agent {
-                name: name.into(),
+                name: ids.view(IdKind::Agent, id, |s| Box::<str>::from(s)),
                 hash,
                 last: tick,
                 last_bucket: bucket,

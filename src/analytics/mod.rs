@@ -11,19 +11,19 @@
 
 mod aggregates;
 mod alerts;
-mod config;
 mod history;
 mod report;
 mod sketch;
 mod tally;
 
-pub(crate) use aggregates::{Aggregates, Verbatim};
-pub(crate) use alerts::Alerting;
-pub use alerts::{Alert, AlertKind, AlertRule, AlertRuleError, AlertScope, DEFAULT_MIN_SAMPLES};
-pub use config::{
-    AnalyticsConfig, DEFAULT_BUCKET_SECS, DEFAULT_BUCKETS, DEFAULT_MAX_AGENTS, MAX_AGENTS,
-    MAX_BUCKET_SECS, MAX_BUCKETS,
+pub use crate::contract::analytics::{
+    AlertKind, AlertRule, AlertRuleError, AlertScope, AnalyticsConfig, DEFAULT_BUCKET_SECS,
+    DEFAULT_BUCKETS, DEFAULT_MAX_AGENTS, DEFAULT_MIN_SAMPLES, MAX_AGENTS, MAX_BUCKET_SECS,
+    MAX_BUCKETS,
 };
+pub(crate) use aggregates::{Aggregates, IdView, Verbatim};
+pub use alerts::Alert;
+pub(crate) use alerts::Alerting;
 pub use history::{HISTORY_CHUNK, ReportError};
 pub use report::{
     BudgetFigures, CawsFigures, EvaluationFigures, Figures, GroupReport, Grouping, OTHER_GROUP,

@@ -65,6 +65,7 @@ fn fields(event: &Event) -> u32 {
         | Event::RlTrainingMetrics(_) => 6,
         Event::ConstitutionalValidation(_) => 7,
         Event::Custom(_) => 2,
+        Event::AnomalyDetected(_) => 9,
     }
 }
 
@@ -380,6 +381,27 @@ impl Encoder<'_> {
             Event::Custom(e) => {
                 self.name("name", &e.name)?;
                 self.attributes("attributes", &e.attributes)
+            }
+            // Made by the collector from its aggregates: `agent_id` is already as the
+            // records name it (a pseudonym when pseudonymizing), so it is kept as is.
+            Event::AnomalyDetected(e) => {
+                self.name("rule", &e.rule)?;
+                self.name("kind", e.kind.as_str())?;
+                self.name("scope", e.scope.as_str())?;
+                self.key("agent_id")?;
+                match &e.agent_id {
+                    Some(a) => self.str(a)?,
+                    None => mp::write_nil(self.out)?,
+                }
+                self.f64("observed", e.observed)?;
+                self.f64("threshold", e.threshold)?;
+                self.key("baseline")?;
+                match e.baseline {
+                    Some(b) => mp::write_f64(self.out, b)?,
+                    None => mp::write_nil(self.out)?,
+                }
+                self.uint("window_secs", e.window_secs)?;
+                self.uint("samples", e.samples)
             }
         }
     }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::contract::analytics::{AlertRule, AlertRuleError, AnalyticsConfig, validate_alerts};
 use crate::contract::event::validate::Limits;
 use crate::contract::key::{AnonymizationKey, KeyError};
 
@@ -259,6 +260,11 @@ pub struct Config {
     pub worker: WorkerConfig,
     /// The data directory (fixed at build).
     pub storage: StorageConfig,
+    /// Live aggregates for reports and alert rules (fixed at build).
+    pub analytics: AnalyticsConfig,
+    /// Alert rules evaluated over the live aggregates (`[[alerts]]`; can change live).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub alerts: Vec<AlertRule>,
 }
 
 /// The data directory: segment files that survive crashes and restarts (fixed at build).
@@ -400,6 +406,8 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             worker: WorkerConfig::default(),
             storage: StorageConfig::default(),
+            analytics: AnalyticsConfig::default(),
+            alerts: Vec::new(),
         }
     }
 }
@@ -800,6 +808,12 @@ impl Config {
         {
             return Err(ConfigError::EmptyDataDir);
         }
+        self.analytics.validate()?;
+        validate_alerts(
+            &self.alerts,
+            self.analytics.bucket_secs,
+            self.analytics.buckets,
+        )?;
         Ok(())
     }
 
@@ -820,6 +834,9 @@ impl Config {
         }
         if self.source != next.source {
             return Err(ConfigError::NotLive { field: "source" });
+        }
+        if self.analytics != next.analytics {
+            return Err(ConfigError::NotLive { field: "analytics" });
         }
         Ok(())
     }
@@ -880,6 +897,10 @@ pub const ENV_KEYS: &[&str] = &[
     "storage.segment_bytes",
     "storage.max_disk_bytes",
     "storage.on_damage",
+    "analytics.enabled",
+    "analytics.bucket_secs",
+    "analytics.buckets",
+    "analytics.max_agents",
 ];
 
 impl Config {
@@ -1167,6 +1188,9 @@ pub enum ConfigError {
         /// The field or section.
         field: &'static str,
     },
+    /// An `[[alerts]]` entry breaks a rule.
+    #[error(transparent)]
+    Alert(#[from] AlertRuleError),
     /// `storage.data_dir` is an empty path.
     #[error("storage.data_dir must not be empty; leave it out to keep records in memory only")]
     EmptyDataDir,

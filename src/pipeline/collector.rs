@@ -23,6 +23,7 @@ use crate::contract::key::{AnonymizationKey, IdKind, KeyError, KeyOrigin};
 use crate::pipeline::error::{BuildError, FlushError, RecordError, ShutdownError, TryRecordError};
 use crate::pipeline::execution::TaskExecution;
 use crate::pipeline::key::resolve_key;
+use crate::pipeline::live::{self, LiveAnalytics};
 use crate::pipeline::worker::{self, Msg};
 use crate::storage::export::ExportError;
 use crate::storage::export::{self, Export, ExportContext, ExportRequest, Seal};
@@ -53,6 +54,8 @@ pub(crate) struct Hot {
 pub(crate) struct Counters {
     pub(crate) hot: CachePadded<Hot>,
     pub(crate) rejected: AtomicU64,
+    /// Records the collector made itself (`AnomalyDetected`), counted like `submitted`.
+    pub(crate) generated: AtomicU64,
     pub(crate) queue_full: AtomicU64,
     pub(crate) paused: AtomicU64,
     pub(crate) disabled: AtomicU64,
@@ -99,16 +102,17 @@ impl Counters {
     /// again until they balance: [`SNAPSHOT_SPINS`] times, then yielding, for at most
     /// [`SNAPSHOT_PATIENCE`]. A lost event never balances; the last reading is returned
     /// as it is.
-    fn snapshot(&self, stored: u64) -> (u64, Dropped, u64, u64) {
-        let mut reading = (0, Dropped::default(), 0, 0);
+    fn snapshot(&self, stored: u64) -> (u64, u64, Dropped, u64, u64) {
+        let mut reading = (0, 0, Dropped::default(), 0, 0);
         let mut since = None;
         for tries in 0.. {
             let submitted = self.hot.submitted.load(SeqCst);
+            let generated = self.generated.load(SeqCst);
             let in_flight = self.hot.in_flight.load(SeqCst);
             let dropped = self.dropped();
             let rejected = self.rejected.load(SeqCst);
-            reading = (submitted, dropped, rejected, in_flight);
-            if submitted == stored + dropped.total() + rejected + in_flight {
+            reading = (submitted, generated, dropped, rejected, in_flight);
+            if submitted + generated == stored + dropped.total() + rejected + in_flight {
                 break;
             }
             if tries < SNAPSHOT_SPINS {
@@ -306,6 +310,30 @@ impl Shared {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(log.stats());
     }
 
+    /// Queues `event`, made by the collector itself, for the worker through `queue`:
+    /// counted as generated and in flight first, then resolved like a producer's event
+    /// (dropped as `queue_full` when the queue is full, `shutdown` once closed).
+    pub(crate) fn generate(&self, queue: &Sender<Msg>, event: Event) {
+        self.counters.generated.fetch_add(1, SeqCst);
+        self.counters.hot.in_flight.fetch_add(1, SeqCst);
+        // Counted before `closed` is read: see `Worker::close`.
+        let error = if self.closed.load(SeqCst) {
+            RecordError::ShutDown
+        } else {
+            let msg = Msg::Event {
+                event,
+                time: self.clock.now_unix_nanos(),
+                occurred_at: None,
+            };
+            match queue.try_send(msg) {
+                Ok(()) => return,
+                Err(TrySendError::Full(_)) => RecordError::QueueFull,
+                Err(TrySendError::Disconnected(_)) => RecordError::ShutDown,
+            }
+        };
+        self.counters.count(&error);
+    }
+
     fn lock_config(&self) -> MutexGuard<'_, Config> {
         self.config
             .lock()
@@ -359,10 +387,11 @@ impl Shared {
         let first_retained_seq = (retained > 0).then(|| store.first_seq());
         let last_time = store.last_time();
         // Read under the store's lock: the worker stores and lowers `in_flight` under it.
-        let (submitted, dropped, rejected, in_flight) = self.counters.snapshot(stored);
+        let (submitted, generated, dropped, rejected, in_flight) = self.counters.snapshot(stored);
         drop(store);
         Stats {
             submitted,
+            generated,
             stored,
             rejected,
             dropped,
@@ -497,6 +526,11 @@ impl CollectorBuilder {
                 None,
             ),
         };
+        // The live stage names agents as the records do, with an anonymizer of its own.
+        let live_anonymizer = config.analytics.enabled.then(|| match &key {
+            Some(key) => Anonymizer::new(key, a),
+            None => Anonymizer::new(&AnonymizationKey::from_bytes([0; 32]), a),
+        });
         let source = match &dir {
             Some(dir) => data_dir::source(dir, config.source.as_deref(), true)?,
             None => config.source.clone(),
@@ -564,8 +598,26 @@ impl CollectorBuilder {
             config: Mutex::new(config),
         });
         let (tx, rx) = crossbeam_channel::bounded(shared.queue_capacity);
+        let (live, feed) = match live_anonymizer {
+            Some(ids) => {
+                let config = shared.lock_config().clone();
+                let (live, feed) = live::spawn(
+                    Arc::clone(&shared),
+                    &config.analytics,
+                    config.alerts,
+                    ids,
+                    tx.clone(),
+                )
+                .map_err(|e| match e {
+                    live::LiveError::Rules(e) => BuildError::Config(ConfigError::Alert(e)),
+                    live::LiveError::Spawn(e) => BuildError::Spawn(e),
+                })?;
+                (Some(live), Some(feed))
+            }
+            None => (None, None),
+        };
         let worker =
-            worker::spawn(Arc::clone(&shared), rx, anonymizer).map_err(BuildError::Spawn)?;
+            worker::spawn(Arc::clone(&shared), rx, anonymizer, feed).map_err(BuildError::Spawn)?;
         let handle = Handle {
             shared,
             tx,
@@ -573,6 +625,7 @@ impl CollectorBuilder {
             execution_prefix: hex::encode(prefix),
             executions: AtomicU64::new(0),
             key,
+            live,
         };
         Ok(Collector {
             inner: Arc::new(handle),
@@ -588,6 +641,8 @@ struct Handle {
     executions: AtomicU64,
     /// The pseudonymization key, when pseudonymizing (for [`Collector::pseudonym`]).
     key: Option<AnonymizationKey>,
+    /// The live analytics stage, unless `analytics.enabled` is off.
+    live: Option<Arc<LiveAnalytics>>,
 }
 
 impl Drop for Handle {
@@ -732,6 +787,16 @@ impl Collector {
 
     fn shared(&self) -> &Shared {
         &self.inner.shared
+    }
+
+    /// The live analytics stage, unless it is off.
+    pub(crate) fn live(&self) -> Option<&LiveAnalytics> {
+        self.inner.live.as_deref()
+    }
+
+    /// Now, in the collector's clock.
+    pub(crate) fn now_unix_nanos(&self) -> i64 {
+        self.shared().clock.now_unix_nanos()
     }
 
     /// Validates `event` and queues it for the worker.
@@ -1080,6 +1145,11 @@ impl Collector {
         f(&mut next);
         next.validate()?;
         config.check_live_change(&next)?;
+        if let Some(live) = self.live()
+            && next.alerts != config.alerts
+        {
+            live.set_rules(next.alerts.clone())?;
+        }
         let mut store = shared.lock_store();
         store.set_bounds(bounds(&next));
         store.prune_expired(shared.clock.now_unix_nanos());

@@ -6,4 +6,5 @@ pub(crate) mod collector;
 pub(crate) mod error;
 pub(crate) mod execution;
 pub(crate) mod key;
+pub(crate) mod live;
 pub(crate) mod worker;

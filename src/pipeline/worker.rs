@@ -18,6 +18,7 @@ use crate::codec::anonymize::Anonymizer;
 use crate::codec::encode::encode_record;
 use crate::contract::event::Event;
 use crate::pipeline::collector::Shared;
+use crate::pipeline::live::LiveFeed;
 use crate::storage::log::{FrameRef, frame};
 use crate::storage::store::{Meta, TaskEnd, TaskMeta};
 
@@ -51,6 +52,7 @@ pub(crate) fn spawn(
     shared: Arc<Shared>,
     rx: Receiver<Msg>,
     anonymizer: Anonymizer,
+    live: Option<LiveFeed>,
 ) -> std::io::Result<JoinHandle<()>> {
     let committer = match shared.data_dir {
         Some(_) => Some(Committer::spawn(Arc::clone(&shared))?),
@@ -58,7 +60,7 @@ pub(crate) fn spawn(
     };
     std::thread::Builder::new()
         .name("arbiter-events-ingest".into())
-        .spawn(move || Worker::new(shared, anonymizer, committer).run(&rx))
+        .spawn(move || Worker::new(shared, anonymizer, committer, live).run(&rx))
 }
 
 /// What the ingest worker hands the commit thread.
@@ -187,6 +189,9 @@ struct Worker {
     /// the reclaim thread rather than here, after the batch is committed.
     spent: Vec<Event>,
     reclaimer: Option<Reclaimer>,
+    /// The live analytics stage, handed each batch once it is committed; when there is
+    /// one, it frees the events it folds, and there is no reclaim thread.
+    live: Option<LiveFeed>,
 }
 
 /// Batches of spent events travelling to the reclaim thread, which drops them and
@@ -232,7 +237,12 @@ impl Reclaimer {
 }
 
 impl Worker {
-    fn new(shared: Arc<Shared>, anonymizer: Anonymizer, committer: Option<Committer>) -> Worker {
+    fn new(
+        shared: Arc<Shared>,
+        anonymizer: Anonymizer,
+        committer: Option<Committer>,
+        live: Option<LiveFeed>,
+    ) -> Worker {
         // Numbering and time go on from what was recovered from the data directory.
         let (next_seq, last_time) = {
             let store = shared.lock_store();
@@ -249,7 +259,11 @@ impl Worker {
             committer,
             spent: Vec::new(),
             // Without the thread, the worker frees events itself, as it always could.
-            reclaimer: Reclaimer::spawn().ok(),
+            reclaimer: match live {
+                Some(_) => None,
+                None => Reclaimer::spawn().ok(),
+            },
+            live,
         }
     }
 
@@ -380,7 +394,10 @@ impl Worker {
         });
         self.next_seq += 1;
         self.last_time = time;
-        self.spent.push(event);
+        match &mut self.live {
+            Some(live) => live.push(time, event),
+            None => self.spent.push(event),
+        }
     }
 
     /// Commits the pending records: hands them to the commit thread, or (without a data
@@ -392,6 +409,13 @@ impl Worker {
                 None => self.spent.clear(),
             }
         }
+        self.commit_batch();
+        if let Some(live) = &mut self.live {
+            live.hand_over();
+        }
+    }
+
+    fn commit_batch(&mut self) {
         match &self.committer {
             Some(c) => {
                 if self.pending.is_empty() {

@@ -208,6 +208,7 @@ pub(crate) fn rule_name(rule: &Rule) -> &'static str {
         Rule::TooMany { .. } => "too_many",
         Rule::TooDeep { .. } => "too_deep",
         Rule::OutsideSkewWindow { .. } => "outside_skew_window",
+        Rule::Generated => "generated",
     }
 }
 

@@ -174,7 +174,7 @@ pub enum State {
 /// A snapshot of the collector's counters, taken in O(1).
 ///
 /// The accounting identity holds in every snapshot:
-/// `submitted = stored + dropped.total() + rejected + in_flight` and
+/// `submitted + generated = stored + dropped.total() + rejected + in_flight` and
 /// `stored + recovered = retained + pruned.total()`. Each term is its own counter (none is
 /// derived from the others), read until they balance, so an event lost without being
 /// counted shows as an imbalance even while producers run. After a
@@ -184,6 +184,10 @@ pub enum State {
 pub struct Stats {
     /// Events passed to `record`, `try_record` or an execution.
     pub submitted: u64,
+    /// Records the collector made itself: one `AnomalyDetected` per alert fired. They
+    /// are stored, dropped and in flight like submitted events, so they count on the
+    /// left of the identity beside `submitted`.
+    pub generated: u64,
     /// Events assigned a `seq` and stored by this collector.
     pub stored: u64,
     /// Records loaded from the data directory when the collector was built (0 without

@@ -12,7 +12,8 @@ use arbiter_events::{
     Complexity, Config, ConstitutionalValidation, Cursor, Custom, EvaluationOutcome, Event, Export,
     ExportRequest, JudgmentRecorded, KeyRotation, MinimalityEvaluated, OutcomeStatus, Overflow,
     RlTrainingMetrics, RoutingDecision, RoutingStrategy, Severity, Stats, StorageStats,
-    TaskOutcome, ThinkingBudgetAllocated, ThinkingBudgetUsed, Violation,
+    TaskCompleted, TaskOutcome, TaskStarted, ThinkingBudgetAllocated, ThinkingBudgetUsed,
+    Violation,
 };
 use fastrand::Rng;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -23,6 +24,43 @@ use crate::{CliResult, Out, default_data_dir};
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Agents in the simulated registry.
 const AGENTS: usize = 8;
+/// The misbehaving agents: one with slow spells, one on a failing streak, one that
+/// overspends its thinking budget.
+const SLOW_AGENT: usize = 5;
+const FAILING_AGENT: usize = 6;
+const OVERSPENDING_AGENT: usize = 7;
+/// The alert rules the demo watches when its configuration names none: one per
+/// misbehaviour, per agent.
+const DEFAULT_ALERTS: &str = r#"
+[[alerts]]
+name = "slow-agent"
+kind = "latency_spike"
+scope = "per_agent"
+window_secs = 300
+threshold = 2000.0
+min_samples = 20
+cooldown_secs = 600
+
+[[alerts]]
+name = "failing-agent"
+kind = "error_rate"
+scope = "per_agent"
+window_secs = 300
+threshold = 0.5
+min_samples = 20
+cooldown_secs = 600
+
+[[alerts]]
+name = "overspending-agent"
+kind = "token_overuse"
+scope = "per_agent"
+window_secs = 300
+max_share = 0.5
+min_samples = 20
+cooldown_secs = 600
+"#;
+/// How long the demo waits for the live stage to evaluate its rules after the last task.
+const ALERT_WAIT: Duration = Duration::from_secs(5);
 const CAPABILITIES: [&str; 5] = [
     "code-review",
     "refactor",
@@ -150,6 +188,9 @@ fn settle(args: &Args) -> Result<(Config, Vec<Setting>), Box<dyn std::error::Err
             .map(|f| f.display().to_string()),
     };
     config.storage.data_dir = Some(dir);
+    if config.alerts.is_empty() && config.analytics.enabled {
+        config.alerts = Config::from_toml_str(DEFAULT_ALERTS)?.alerts;
+    }
     let file_overflow = in_file("queue", "overflow").then_some(config.queue.overflow);
     let (overflow, origin) = match (args.overflow, file_overflow) {
         (Some(OverflowArg::Block), _) => (Overflow::Block, Origin::Flag),
@@ -266,6 +307,7 @@ pub(crate) fn run(args: Args) -> CliResult {
     let recorded_in = started.elapsed();
     collector.flush(DRAIN_TIMEOUT)?;
     let stored_in = started.elapsed();
+    settle_alerts(&collector)?;
     progress.finish_and_clear();
 
     recording.store(false, Ordering::SeqCst);
@@ -280,9 +322,55 @@ pub(crate) fn run(args: Args) -> CliResult {
     // Printed last: a reader that went away (`| head`) ends the command here, cleanly.
     let mut text = Vec::new();
     report(&mut text, &stats, recorded_in, stored_in, &pulled, &run_dir)?;
+    alert_summary(&mut text, &collector, &data_dir)?;
     out.write_all(&text)?;
     out.flush()?;
     Ok(())
+}
+
+/// Waits (at most [`ALERT_WAIT`]) until the live stage has folded every record and
+/// evaluated the rules once more, then stores the alerts that fired.
+fn settle_alerts(collector: &Collector) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    if collector.config().alerts.is_empty() || !collector.analytics().enabled {
+        return Ok(());
+    }
+    let deadline = Instant::now() + ALERT_WAIT;
+    let stored = collector.stats().stored;
+    while collector.analytics().folded + collector.analytics().skipped < stored
+        && Instant::now() < deadline
+    {
+        thread::sleep(Duration::from_millis(5));
+    }
+    let evaluations = collector.analytics().evaluations;
+    while collector.analytics().evaluations <= evaluations && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(5));
+    }
+    collector.flush(DRAIN_TIMEOUT)?;
+    Ok(())
+}
+
+/// The closing lines on alerts: how many fired, by rule, and where to look.
+fn alert_summary(w: &mut impl Write, collector: &Collector, dir: &Path) -> std::io::Result<()> {
+    let a = collector.analytics();
+    let rules: Vec<String> = collector
+        .config()
+        .alerts
+        .iter()
+        .map(|r| r.name.clone())
+        .collect();
+    writeln!(
+        w,
+        "alerts: {} fired (rules: {}); list them with `arbiter-events alerts --data-dir {}`, \
+         see the figures with `arbiter-events report --data-dir {} --by agent`",
+        a.fired,
+        if rules.is_empty() {
+            "none".to_owned()
+        } else {
+            rules.join(", ")
+        },
+        dir.display(),
+        dir.display()
+    )
 }
 
 /// The simulated RL pipeline: pulls increments from a cursor and writes each to a file.
@@ -405,6 +493,42 @@ fn simulate(collector: &Collector, progress: &ProgressBar, seed: u64, thread: us
     }
 }
 
+/// A task of the slow agent in a slow spell: started, budget used and completed, with a
+/// duration of seconds.
+fn slow_task(
+    collector: &Collector,
+    rng: &mut Rng,
+    task_id: &str,
+    allocated: u64,
+    used: u64,
+    context: Attributes,
+) {
+    let execution_id = format!("slow-{task_id}");
+    let _ = collector.record(Event::TaskStarted(TaskStarted {
+        execution_id: execution_id.clone(),
+        task_id: task_id.into(),
+        agent_id: agent(SLOW_AGENT),
+        context,
+    }));
+    let _ = collector.record(Event::ThinkingBudgetUsed(ThinkingBudgetUsed {
+        task_id: task_id.into(),
+        tokens_used: used,
+        tokens_allocated: allocated,
+    }));
+    let _ = collector.record(Event::TaskCompleted(TaskCompleted {
+        execution_id,
+        task_id: task_id.into(),
+        agent_id: agent(SLOW_AGENT),
+        outcome: TaskOutcome {
+            status: OutcomeStatus::Succeeded,
+            quality_score: 0.6 + rng.f64() * 0.4,
+            efficiency_score: rng.f64() * 0.3,
+            tokens_consumed: used,
+        },
+        duration_ms: 2500.0 + rng.f64() * 4000.0,
+    }));
+}
+
 fn simulate_task(collector: &Collector, rng: &mut Rng, task_id: &str) {
     let complexity = [
         Complexity::Trivial,
@@ -447,10 +571,19 @@ fn simulate_task(collector: &Collector, rng: &mut Rng, task_id: &str) {
     let context = Attributes::new()
         .with("task_type", CAPABILITIES[rng.usize(..CAPABILITIES.len())])
         .with("priority", i64::from(rng.u8(1..=5)));
+    let used = if selected == OVERSPENDING_AGENT {
+        allocated + rng.u64(allocated / 10..=allocated / 2)
+    } else {
+        rng.u64(allocated / 4..=allocated)
+    };
+    if selected == SLOW_AGENT && rng.f64() < 0.6 {
+        // A slow spell: the task takes seconds (recorded with its duration, not timed).
+        slow_task(collector, rng, task_id, allocated, used, context);
+        return;
+    }
     let Ok(execution) = collector.start_task(task_id, agent(selected), context) else {
         return;
     };
-    let used = rng.u64(allocated / 4..=allocated);
     let _ = collector.record(Event::ThinkingBudgetUsed(ThinkingBudgetUsed {
         task_id: task_id.into(),
         tokens_used: used,
@@ -491,6 +624,8 @@ fn simulate_task(collector: &Collector, rng: &mut Rng, task_id: &str) {
         return;
     }
     let status = match roll {
+        // A failing streak: most of its tasks fail.
+        _ if selected == FAILING_AGENT && rng.f64() < 0.85 => OutcomeStatus::Failed,
         r if r < 0.75 => OutcomeStatus::Succeeded,
         r if r < 0.90 => OutcomeStatus::Failed,
         r if r < 0.97 => OutcomeStatus::TimedOut,
@@ -571,8 +706,9 @@ fn report(
     let d = &stats.dropped;
     writeln!(
         w,
-        "accounting: submitted {} = stored {} + dropped {} (queue full {}, paused {}, disabled {}, shutdown {}) + rejected {} + in flight {}",
+        "accounting: submitted {} + generated {} = stored {} + dropped {} (queue full {}, paused {}, disabled {}, shutdown {}) + rejected {} + in flight {}",
         stats.submitted,
+        stats.generated,
         stats.stored,
         d.total(),
         d.queue_full,

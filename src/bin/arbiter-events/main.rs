@@ -6,6 +6,7 @@
 //! - `stats` and `verify` read the data directory; `inspect FILE` reads an export.
 //! - `report` prints what operators read: figures, percentiles and trends over a window,
 //!   overall or per agent, kind or strategy, as a table, JSON or an HTML page.
+//! - `alerts` lists the alerts that fired (the `anomaly_detected` records).
 //! - `repair` sets damage aside as `on_damage = "truncate"` does; `consumer reset`
 //!   moves a consumer's committed cursor.
 //! - `verify-export FILE --mac-key-file F` checks an export's MAC; `key mac` prints the
@@ -18,6 +19,7 @@
 //!
 //! Every command that reads the data directory works while a collector writes it.
 
+mod alerts;
 mod data;
 mod demo;
 mod html;
@@ -68,6 +70,8 @@ enum Command {
     Inspect(inspect::Args),
     /// Report on a window of the data directory: table, JSON or an HTML page.
     Report(report::Args),
+    /// List the alerts that fired (the data directory's anomaly_detected records).
+    Alerts(alerts::Args),
     /// Verify an export file's MAC with a MAC key: refuses any change, and files without one.
     VerifyExport(inspect::VerifyArgs),
     /// Print the data directory's keys for handing to consumers.
@@ -96,6 +100,7 @@ fn main() -> ExitCode {
         Command::Consumer(command) => success(data::consumer(command)),
         Command::Inspect(args) => success(inspect::run(args)),
         Command::Report(args) => success(report::run(args)),
+        Command::Alerts(args) => success(alerts::run(args)),
         Command::VerifyExport(args) => success(inspect::verify(args)),
         Command::Key(command) => success(inspect::key(command)),
         #[cfg(feature = "serve")]

@@ -5,6 +5,7 @@
 //! queued (see [`ValidationError`]).
 
 mod agent;
+mod anomaly;
 mod attributes;
 mod quality;
 mod routing;
@@ -15,6 +16,7 @@ pub(crate) mod validate;
 use serde::{Deserialize, Serialize};
 
 pub use agent::{AgentRegistered, AgentStatus, AgentStatusChanged, Baseline};
+pub use anomaly::AnomalyDetected;
 pub use attributes::{Attributes, Value};
 pub use quality::{
     Complexity, ConstitutionalValidation, EvaluationOutcome, JudgmentRecorded, MinimalityEvaluated,
@@ -70,6 +72,8 @@ pub enum Event {
     RlTrainingMetrics(RlTrainingMetrics),
     /// An application-defined event (typed variants are preferred).
     Custom(Custom),
+    /// An alert rule fired (made by the collector; cannot be recorded).
+    AnomalyDetected(AnomalyDetected),
 }
 
 macro_rules! kinds {
@@ -141,6 +145,8 @@ kinds! {
     EvaluationOutcome => "evaluation_outcome",
     RlTrainingMetrics => "rl_training_metrics",
     Custom => "custom",
+    // Appended last: the data directory's frames store the kind's number.
+    AnomalyDetected => "anomaly_detected",
 }
 
 impl EventKind {
@@ -199,6 +205,7 @@ from_variants!(
     EvaluationOutcome,
     RlTrainingMetrics,
     Custom,
+    AnomalyDetected,
 );
 
 /// The identifiers an event carries, by the field that holds them.
@@ -230,7 +237,8 @@ impl Event {
             Event::AgentRegistered(_)
             | Event::AgentStatusChanged(_)
             | Event::RlTrainingMetrics(_)
-            | Event::Custom(_) => None,
+            | Event::Custom(_)
+            | Event::AnomalyDetected(_) => None,
         }
     }
 
@@ -259,6 +267,7 @@ impl Event {
             Event::TaskCompleted(e) => Some(&e.agent_id),
             Event::TaskAbandoned(e) => Some(&e.agent_id),
             Event::ConstitutionalValidation(e) => Some(&e.agent_id),
+            Event::AnomalyDetected(e) => e.agent_id.as_deref(),
             Event::ThinkingBudgetAllocated(_)
             | Event::ThinkingBudgetUsed(_)
             | Event::MinimalityEvaluated(_)

@@ -71,6 +71,8 @@ pub enum Rule {
         /// How far in the future it may be.
         max_future: std::time::Duration,
     },
+    /// The event is of a kind only the collector makes (`anomaly_detected`).
+    Generated,
 }
 
 impl fmt::Display for Rule {
@@ -82,6 +84,9 @@ impl fmt::Display for Rule {
             }
             Rule::Negative { value } => write!(f, "must not be negative, got {value}"),
             Rule::Empty => f.write_str("must not be empty"),
+            Rule::Generated => f.write_str(
+                "names a kind only the collector makes (from its alert rules); it cannot be recorded",
+            ),
             Rule::TooLong { len, max } => write!(f, "is {len} bytes long, the limit is {max}"),
             Rule::ControlCharacter { offset } => {
                 write!(f, "holds a control character at byte {offset}")
@@ -462,6 +467,7 @@ impl Event {
                 l.id("name", &e.name)?;
                 l.attributes("attributes", &e.attributes)
             }
+            Event::AnomalyDetected(_) => Err(FieldError::new("type", Rule::Generated)),
         }
     }
 }
