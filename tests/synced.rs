@@ -41,11 +41,25 @@ fn config(dir: &Path, edit: impl FnOnce(&mut Config)) -> Config {
 }
 
 fn open(dir: &Path, edit: impl FnOnce(&mut Config)) -> Result<Collector, BuildError> {
-    Collector::builder()
-        .config(config(dir, edit))
-        .clock(ManualClock::new(T0))
-        .key(AnonymizationKey::from_bytes(KEY))
-        .build()
+    let config = config(dir, edit);
+    let build = || {
+        Collector::builder()
+            .config(config.clone())
+            .clock(ManualClock::new(T0))
+            .key(AnonymizationKey::from_bytes(KEY))
+            .build()
+    };
+    // Other tests here spawn child processes: between fork and exec a child holds a copy
+    // of every open descriptor, the closed collector's lock among them, for a moment.
+    for _ in 0..100 {
+        match build() {
+            Err(BuildError::Storage(StorageError::Locked { .. })) => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
+    build()
 }
 
 /// Every record and gap of `dir` from `after` on, by successive exports.
