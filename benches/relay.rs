@@ -62,8 +62,7 @@ fn collector(dir: &Path, durability: Durability) -> Result<Collector> {
     config.storage.durability = durability;
     config.queue.overflow = Overflow::Block;
     config.retention.max_events = 10_000_000;
-    // Readers scan a segment from its start to their cursor: smaller segments keep
-    // each export's scan short (see BENCHMARKS.md).
+    // The default segment size unless told (to compare sizes).
     if let Some(bytes) = std::env::var("RELAY_BENCH_SEGMENT_BYTES")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -103,6 +103,7 @@ pub use pipeline::live::{
 #[cfg(feature = "nats")]
 pub use relay::{
     Puller, Relay, RelayConfig, RelayError, RelayStatus, RelayStopper, RunMode, read_pull_file,
+    read_statuses as read_relay_statuses,
 };
 pub use storage::export::ExportError;
 pub use storage::export::{

@@ -33,12 +33,19 @@ struct Nats {
     child: Option<Child>,
     port: u16,
     store: TempDir,
+    /// Further `nats-server` arguments: credentials, TLS.
+    extra: Vec<PathBuf>,
 }
 
 impl Nats {
     /// Starts a server, or `None` (loudly) when `nats-server` is not installed and
     /// `CI` is unset.
     fn start() -> Result<Option<Nats>, Box<dyn std::error::Error>> {
+        Nats::start_with(&[])
+    }
+
+    /// As [`Nats::start`], with further `nats-server` arguments.
+    fn start_with(extra: &[&str]) -> Result<Option<Nats>, Box<dyn std::error::Error>> {
         if Command::new("nats-server")
             .arg("--version")
             .stdout(Stdio::null())
@@ -55,6 +62,7 @@ impl Nats {
             child: None,
             port: free_port()?,
             store: tempfile::tempdir()?,
+            extra: extra.iter().map(PathBuf::from).collect(),
         };
         nats.restart()?;
         Ok(Some(nats))
@@ -74,6 +82,7 @@ impl Nats {
                 .arg(self.port.to_string())
                 .arg("-sd")
                 .arg(self.store.path())
+                .args(&self.extra)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()?;
@@ -826,5 +835,240 @@ fn a_subject_holding_a_message_the_relay_did_not_write_is_refused() -> TestResul
         matches!(outcome, Err(RelayError::ForeignMessage { .. })),
         "{outcome:?}"
     );
+    Ok(())
+}
+
+/// Runs a relay in a thread until its status file shows a failure, then stops it:
+/// the failure's message, and the status the stopped relay returned.
+fn first_failure(
+    dir: &Path,
+    config: RelayConfig,
+) -> Result<(String, arbiter_events::RelayStatus), Box<dyn std::error::Error>> {
+    let relay = Relay::new(dir, config)?;
+    let stopper = relay.stopper();
+    let runner = thread::spawn(move || relay.run(RunMode::UntilCaughtUp));
+    let deadline = Instant::now() + PATIENCE;
+    let failure = loop {
+        let status = arbiter_events::relay::read_status(dir, "ARBITER")?;
+        if let Some(error) = status.and_then(|s| s.last_error) {
+            break error;
+        }
+        if Instant::now() > deadline || runner.is_finished() {
+            stopper.stop();
+            return Err("the relay never failed".into());
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    stopper.stop();
+    let status = runner.join().map_err(|_| "the relay panicked")??;
+    Ok((failure, status))
+}
+
+fn secret_file(dir: &Path, name: &str, secret: &str) -> Result<PathBuf, std::io::Error> {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("{secret}\n"))?;
+    Ok(path)
+}
+
+/// Against a server started with `server_args`: a relay configured by `wrong` fails to
+/// connect (counted, retried, nothing published); configured by `right` it relays all.
+fn credentials_are_checked(
+    server_args: &[&str],
+    wrong: impl FnOnce(&mut RelayConfig, &Path) -> std::io::Result<()>,
+    right: impl FnOnce(&mut RelayConfig, &Path) -> std::io::Result<()>,
+) -> TestResult {
+    let Some(nats) = Nats::start_with(server_args)? else {
+        return Ok(());
+    };
+    let dir = tempfile::tempdir()?;
+    let secrets = tempfile::tempdir()?;
+    let c = collector(dir.path(), |_| {})?;
+    record(&c, 200)?;
+    let mut config = relay_config(&nats);
+    wrong(&mut config, secrets.path())?;
+    let (failure, status) = first_failure(dir.path(), config.clone())?;
+    assert!(failure.contains("connect"), "{failure}");
+    assert_eq!((status.relayed_through_seq, status.messages), (0, 0));
+    assert!(status.retries >= 1, "{status:?}");
+
+    right(&mut config, secrets.path())?;
+    let status = Relay::new(dir.path(), config)?.run(RunMode::UntilCaughtUp)?;
+    assert_eq!(status.relayed_through_seq, 200);
+    assert!(status.messages > 1, "{status:?}");
+    Ok(())
+}
+
+#[test]
+fn user_and_password_from_a_file_are_sent_and_a_wrong_one_is_refused() -> TestResult {
+    credentials_are_checked(
+        &["--user", "relay", "--pass", "s3cret-pass"],
+        |c, secrets| {
+            c.user = Some("relay".to_owned());
+            c.password_file = Some(secret_file(secrets, "wrong", "not-the-pass")?);
+            Ok(())
+        },
+        |c, secrets| {
+            c.password_file = Some(secret_file(secrets, "right", "s3cret-pass")?);
+            Ok(())
+        },
+    )
+}
+
+#[test]
+fn a_token_from_a_file_is_sent_and_a_wrong_one_is_refused() -> TestResult {
+    credentials_are_checked(
+        &["--auth", "t0ken-for-the-relay"],
+        |c, secrets| {
+            c.token_file = Some(secret_file(secrets, "wrong", "another-token")?);
+            Ok(())
+        },
+        |c, secrets| {
+            c.token_file = Some(secret_file(secrets, "right", "t0ken-for-the-relay")?);
+            Ok(())
+        },
+    )
+}
+
+#[test]
+fn tls_with_a_private_ca_and_a_client_certificate() -> TestResult {
+    let tls = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/tls");
+    let file = |name: &str| tls.join(name).to_string_lossy().into_owned();
+    let (cert, key, ca) = (file("server.pem"), file("server.key"), file("ca.pem"));
+    let args = [
+        "--tls",
+        "--tlscert",
+        &cert,
+        "--tlskey",
+        &key,
+        "--tlscacert",
+        &ca,
+        "--tlsverify",
+    ];
+    let Some(nats) = Nats::start_with(&args)? else {
+        return Ok(());
+    };
+    let dir = tempfile::tempdir()?;
+    let c = collector(dir.path(), |_| {})?;
+    record(&c, 300)?;
+    let mut config = relay_config(&nats);
+    config.tls_required = true;
+    config.tls_ca_file = Some(tls.join("ca.pem"));
+    // The server asks for a client certificate: without one the handshake fails.
+    let (failure, status) = first_failure(dir.path(), config.clone())?;
+    assert!(failure.contains("connect"), "{failure}");
+    assert_eq!(status.relayed_through_seq, 0);
+
+    config.tls_cert_file = Some(tls.join("client.pem"));
+    config.tls_key_file = Some(tls.join("client.key"));
+    let status = Relay::new(dir.path(), config.clone())?.run(RunMode::UntilCaughtUp)?;
+    assert_eq!(status.relayed_through_seq, 300);
+
+    // The puller speaks TLS the same way, and gets every record.
+    let state = tempfile::tempdir()?;
+    let mut puller = Puller::new(config, "rl", state.path().join("state.json"))?;
+    puller.wait = Duration::from_millis(100);
+    let pulls = tempfile::tempdir()?;
+    let mut next = 0;
+    let expected = BTreeMap::from([(c.source().to_owned(), 300)]);
+    pull_until(&mut puller, pulls.path(), &mut next, &expected)?;
+    Ok(())
+}
+
+#[test]
+fn under_buffered_durability_only_what_was_synced_is_relayed() -> TestResult {
+    let Some(nats) = Nats::start()? else {
+        return Ok(());
+    };
+    let dir = tempfile::tempdir()?;
+    let c = collector(dir.path(), |c| {
+        c.storage.durability = arbiter_events::Durability::Buffered;
+    })?;
+    record(&c, 400)?;
+    // Written, not synced: a machine crash could take these back, so none goes out.
+    let status = Relay::new(dir.path(), relay_config(&nats))?.run(RunMode::UntilCaughtUp)?;
+    assert_eq!((status.relayed_through_seq, status.messages), (0, 0));
+    assert_eq!(status.lag_records, 0, "{status:?}");
+    assert!(read_stream(&nats.url(), "ARBITER")?.is_empty());
+    // Closing syncs them: now every one is relayed.
+    let source = c.source().to_owned();
+    c.shutdown(PATIENCE)?;
+    let status = Relay::new(dir.path(), relay_config(&nats))?.run(RunMode::UntilCaughtUp)?;
+    assert_eq!(status.relayed_through_seq, 400);
+    assert_eq!(status.synced_through_seq, 400);
+    assert_exactly_once(&read_stream(&nats.url(), "ARBITER")?[&source], 400);
+    Ok(())
+}
+
+#[cfg(feature = "serve")]
+#[test]
+fn serve_metrics_show_the_progress_of_the_directory_relays() -> TestResult {
+    use std::io::BufRead;
+    let Some(nats) = Nats::start()? else {
+        return Ok(());
+    };
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path().join("data");
+    let c = collector(&dir, |_| {})?;
+    record(&c, 300)?;
+    let source = c.source().to_owned();
+    c.shutdown(PATIENCE)?;
+    let token = "test-export-token-0123456789";
+    let mut child = ChildGuard(
+        Command::new(bin())
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&dir)
+            .env(
+                "ARBITER_EVENTS_RECORD_TOKEN",
+                "test-record-token-0123456789",
+            )
+            .env("ARBITER_EVENTS_EXPORT_TOKEN", token)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    let stdout = child.0.stdout.take().ok_or("no stdout")?;
+    let mut line = String::new();
+    std::io::BufReader::new(stdout).read_line(&mut line)?;
+    let base = line
+        .trim()
+        .strip_prefix("listening on ")
+        .ok_or_else(|| format!("serve did not say where it listens: {line:?}"))?
+        .to_owned();
+    let metrics = || -> Result<String, Box<dyn std::error::Error>> {
+        let mut response = ureq::get(format!("{base}/metrics"))
+            .header("Authorization", format!("Bearer {token}"))
+            .call()?;
+        Ok(response.body_mut().read_to_string()?)
+    };
+    let before = metrics()?;
+    assert!(!before.contains("arbiter_events_relay_"), "{before}");
+
+    let status = Relay::new(&dir, relay_config(&nats))?.run(RunMode::UntilCaughtUp)?;
+    assert_eq!(status.relayed_through_seq, 300);
+    let text = metrics()?;
+    let labels = format!("{{stream=\"ARBITER\",source=\"{source}\"}}");
+    for (name, value) in [
+        (
+            "arbiter_events_relay_relayed_through_seq",
+            "300.0".to_owned(),
+        ),
+        ("arbiter_events_relay_lag_records", "0.0".to_owned()),
+        ("arbiter_events_relay_records_total", "300.0".to_owned()),
+        (
+            "arbiter_events_relay_messages_total",
+            format!("{}.0", status.messages),
+        ),
+        (
+            "arbiter_events_relay_bytes_total",
+            format!("{}.0", status.bytes),
+        ),
+        ("arbiter_events_relay_errors_total", "0.0".to_owned()),
+        // The run is over: the relay disconnected.
+        ("arbiter_events_relay_connected", "0.0".to_owned()),
+    ] {
+        let want = format!("{name}{labels} {value}");
+        assert!(text.lines().any(|l| l == want), "no `{want}` in\n{text}");
+    }
     Ok(())
 }

@@ -249,3 +249,77 @@ fn an_interrupted_split_is_done_again() -> TestResult {
     assert_eq!(gaps.len(), 1, "{gaps:?}");
     Ok(())
 }
+
+/// Successive exports of `limit` records from the start, with one reader for all of
+/// them (which seeks where the last one stopped) and a new reader for each (which
+/// scans): the same bytes.
+fn compare_chunked(dir: &Path, reused: &DataDir, limit: u64) -> common::Result<u64> {
+    let mut cursor = Cursor::START;
+    let mut records = 0;
+    for _ in 0..10_000 {
+        let request = ExportRequest::after(cursor).limit(limit);
+        let seeking = reused.export(&request)?;
+        let scanning = DataDir::open(dir)?.export(&request)?;
+        assert_eq!(
+            seeking.to_msgpack(),
+            scanning.to_msgpack(),
+            "after {cursor:?}"
+        );
+        records += seeking.len();
+        if seeking.next_cursor() == cursor {
+            return Ok(records);
+        }
+        cursor = seeking.next_cursor();
+    }
+    Err("the exports never stopped".into())
+}
+
+#[test]
+fn a_reader_that_seeks_where_it_stopped_exports_what_a_scan_does() -> TestResult {
+    let root = tempdir()?;
+    write(root.path())?;
+    let reused = DataDir::open(root.path())?;
+    for limit in [1, 7, 64, 1_000] {
+        assert_eq!(compare_chunked(root.path(), &reused, limit)?, RECORDS);
+    }
+    // More records while the reader holds its place; filters change nothing.
+    let collector = open(root.path(), OnDamage::Fail)?;
+    let kinds = [arbiter_events::EventKind::ThinkingBudgetUsed];
+    let half = reused.export(&ExportRequest::after(Cursor::after_seq(RECORDS / 2)).kinds(kinds))?;
+    assert_eq!(half.len(), RECORDS / 2);
+    for m in 1..=50 {
+        collector.record(used_by(format!("more-{m}"), m))?;
+    }
+    collector.flush(PATIENCE)?;
+    assert_eq!(compare_chunked(root.path(), &reused, 9)?, RECORDS + 50);
+    collector.shutdown(PATIENCE)?;
+    Ok(())
+}
+
+#[test]
+fn a_seek_into_a_segment_that_changed_under_the_reader_scans_instead() -> TestResult {
+    let root = tempdir()?;
+    let segment = write(root.path())?;
+    let reused = DataDir::open(root.path())?;
+    let first = reused.export(&ExportRequest::after(Cursor::START).limit(50))?;
+    assert_eq!(first.next_cursor(), Cursor::after_seq(50));
+    // The segment is replaced by one of other records, same seqs, larger (their token
+    // counts take more bytes): where the reader stopped is now inside a frame.
+    let other = tempdir()?;
+    let collector = open(other.path(), OnDamage::Fail)?;
+    for m in 1..=RECORDS {
+        collector.record(used_by(format!("task-{m}"), m + 1_000_000))?;
+    }
+    collector.flush(PATIENCE)?;
+    collector.shutdown(PATIENCE)?;
+    let [replacement] = common::segment_files(other.path())?
+        .try_into()
+        .map_err(|f| format!("{f:?}"))?;
+    std::fs::copy(replacement, &segment)?;
+    let request = ExportRequest::after(first.next_cursor()).limit(20);
+    let seeking = reused.export(&request)?;
+    let scanning = DataDir::open(root.path())?.export(&request)?;
+    assert_eq!(seeking.to_msgpack(), scanning.to_msgpack());
+    assert_eq!(common::seqs(&seeking)?, (51..=70).collect::<Vec<_>>());
+    Ok(())
+}

@@ -179,6 +179,34 @@ fn buffered_exports_and_stats_say_records_are_unsynced() -> TestResult {
     Ok(())
 }
 
+#[test]
+fn export_synced_never_goes_past_the_synced_position_whatever_the_durability() -> TestResult {
+    let dir = tempdir()?;
+    let collector = open(dir.path(), |c| c.storage.durability = Durability::Buffered)?;
+    record_all(&collector, 1..=4)?;
+    let data = DataDir::open(dir.path())?;
+    assert_eq!(data.synced_through()?, 0);
+    let export = data.export_synced(&ExportRequest::default())?;
+    assert_eq!(
+        (export.header().count, export.next_cursor()),
+        (0, Cursor::START)
+    );
+    collector.shutdown(PATIENCE)?;
+    assert_eq!(data.synced_through()?, 4);
+    let export = data.export_synced(&ExportRequest::default())?;
+    assert_eq!(export.header().count, 4);
+    assert!(!export.header().unsynced);
+    // Under a syncing policy it is the export itself, byte for byte.
+    let collector = open(dir.path(), |_| {})?;
+    record_all(&collector, 5..=9)?;
+    let request = ExportRequest::after(Cursor::after_seq(2)).limit(5);
+    let synced = data.export_synced(&request)?;
+    assert_eq!(synced.to_msgpack(), data.export(&request)?.to_msgpack());
+    assert_eq!(synced.next_cursor(), Cursor::after_seq(7));
+    collector.shutdown(PATIENCE)?;
+    Ok(())
+}
+
 /// The child writer: records batches under `every_batch`, flushing each, until killed.
 #[test]
 fn child_writer() -> TestResult {

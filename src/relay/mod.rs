@@ -183,6 +183,16 @@ pub struct RelayStatus {
     pub relayed_through_seq: u64,
     /// The stream sequence of the subject's last message (0: none yet).
     pub stream_sequence: u64,
+    /// The data directory's synced position when the relay last read it: records up to
+    /// it are what the relay may publish.
+    pub synced_through_seq: u64,
+    /// Records synced and not yet in the stream, when the relay last read the
+    /// directory.
+    pub lag_records: u64,
+    /// How long the oldest record synced and not yet in the stream had been waiting
+    /// (by its ingest time), in milliseconds, when the relay last read it; 0 when
+    /// caught up.
+    pub lag_ms: u64,
     /// Messages this run published.
     pub messages: u64,
     /// Records this run published.
@@ -512,13 +522,24 @@ impl Relay {
                 p
             }
         };
-        let export = self
-            .dir
-            .export(&ExportRequest::after(Cursor::after_seq(position.cursor)).limit(*limit))?;
+        let synced = self.dir.synced_through()?;
+        let export = self.dir.export_synced(
+            &ExportRequest::after(Cursor::after_seq(position.cursor)).limit(*limit),
+        )?;
         let last = export.next_cursor().seq();
+        status.synced_through_seq = synced.max(last);
+        status.lag_records = status.synced_through_seq.saturating_sub(position.cursor);
         if last == position.cursor {
+            status.lag_ms = 0;
             return Ok(Step::CaughtUp);
         }
+        status.lag_ms = match export.records().next() {
+            Some(Ok(first)) => {
+                let waited = time::OffsetDateTime::now_utc() - first.time;
+                u64::try_from(waited.whole_milliseconds()).unwrap_or(0)
+            }
+            _ => 0,
+        };
         let body = export.to_msgpack();
         let size = body.len() as u64;
         let count = export.len();
@@ -572,6 +593,7 @@ impl Relay {
                     stream_sequence: ack.sequence,
                 });
                 status.relayed_through_seq = last;
+                status.lag_records = status.synced_through_seq.saturating_sub(last);
                 status.stream_sequence = ack.sequence;
                 status.messages += 1;
                 status.records += count;
@@ -608,6 +630,45 @@ enum Step {
 /// The status file of a relay of `data_dir` to `stream`.
 pub fn status_path(data_dir: &Path, stream: &str) -> PathBuf {
     data_dir.join(RELAY_FOLDER).join(format!("{stream}.json"))
+}
+
+/// Reads the status every relay of `data_dir` last wrote (one per stream), in stream
+/// order; none when no relay ever ran there.
+///
+/// # Errors
+/// [`RelayError::Io`] when the folder cannot be listed or a status file cannot be read
+/// or parsed.
+pub fn read_statuses(data_dir: &Path) -> Result<Vec<RelayStatus>, RelayError> {
+    let folder = data_dir.join(RELAY_FOLDER);
+    let entries = match std::fs::read_dir(&folder) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(RelayError::Io {
+                action: "list",
+                path: folder,
+                source,
+            });
+        }
+    };
+    let mut streams = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|source| RelayError::Io {
+            action: "list",
+            path: folder.clone(),
+            source,
+        })?;
+        let name = entry.file_name();
+        if let Some(stream) = name.to_str().and_then(|n| n.strip_suffix(".json")) {
+            streams.push(stream.to_owned());
+        }
+    }
+    streams.sort();
+    let mut statuses = Vec::with_capacity(streams.len());
+    for stream in streams {
+        statuses.extend(read_status(data_dir, &stream)?);
+    }
+    Ok(statuses)
 }
 
 /// Reads the status a relay of `data_dir` to `stream` last wrote (`None` when no

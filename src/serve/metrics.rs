@@ -278,6 +278,10 @@ impl PromCollector for StatsCollector {
             "Executions started over HTTP and not yet completed or abandoned",
             self.executions.open() as u64,
         )?;
+        #[cfg(feature = "nats")]
+        if let Some(dir) = &self.collector.config().storage.data_dir {
+            relay_metrics(&mut e, dir)?;
+        }
         if let Some(st) = &s.storage {
             gauge(
                 &mut e,
@@ -318,4 +322,100 @@ impl PromCollector for StatsCollector {
         }
         Ok(())
     }
+}
+
+/// A relay metric: name, help, type, and its value in a relay's status.
+#[cfg(feature = "nats")]
+type RelayMetric<'a> = (
+    &'static str,
+    &'static str,
+    prometheus_client::metrics::MetricType,
+    &'a dyn Fn(&crate::RelayStatus) -> f64,
+);
+
+/// Writes one labelled metric per relay of a data directory.
+#[cfg(feature = "nats")]
+fn relay_family(
+    encoder: &mut DescriptorEncoder<'_>,
+    (name, help, kind): (&str, &str, prometheus_client::metrics::MetricType),
+    values: &[(&[(&str, &str)], f64)],
+) -> Result<(), std::fmt::Error> {
+    use prometheus_client::metrics::MetricType;
+    let mut family = encoder.encode_descriptor(name, help, None, kind)?;
+    for (labels, value) in values {
+        let labels: Vec<(&str, &str)> = labels.to_vec();
+        if kind == MetricType::Counter {
+            ConstCounter::new(*value).encode(family.encode_family(&labels)?)?;
+        } else {
+            ConstGauge::new(*value).encode(family.encode_family(&labels)?)?;
+        }
+    }
+    Ok(())
+}
+
+/// The progress of every relay of `dir` (another process, through the status file each
+/// writes every second), labelled by stream and source. A status file that cannot be
+/// read shows as `arbiter_events_relay_status_unreadable`, never as a failed scrape.
+/// (Not formatted: the table of metrics reads best one line each.)
+#[cfg(feature = "nats")]
+#[rustfmt::skip]
+fn relay_metrics(
+    encoder: &mut DescriptorEncoder<'_>,
+    dir: &std::path::Path,
+) -> Result<(), std::fmt::Error> {
+    use crate::RelayStatus;
+    use prometheus_client::metrics::MetricType::{Counter, Gauge};
+    let Ok(statuses) = crate::read_relay_statuses(dir) else {
+        return gauge(
+            encoder,
+            "arbiter_events_relay_status_unreadable",
+            "1 when a relay status file in the data directory cannot be read",
+            1,
+        );
+    };
+    if statuses.is_empty() {
+        return Ok(());
+    }
+    // Records synced now and not in the stream, as of this scrape.
+    let synced = crate::DataDir::open(dir)
+        .and_then(|d| d.synced_through())
+        .ok();
+    let now_ms =
+        u64::try_from((time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).max(0))
+            .unwrap_or(0);
+    let labels: Vec<[(&str, &str); 2]> = statuses
+        .iter()
+        .map(|s| [("stream", s.stream.as_str()), ("source", s.source.as_str())])
+        .collect();
+    let series = |f: &dyn Fn(&RelayStatus) -> f64| -> Vec<(&[(&str, &str)], f64)> {
+        labels
+            .iter()
+            .zip(&statuses)
+            .map(|(l, s)| (&l[..], f(s)))
+            .collect()
+    };
+    let lag = |s: &RelayStatus| {
+        let synced = synced.unwrap_or(0).max(s.synced_through_seq);
+        synced.saturating_sub(s.relayed_through_seq) as f64
+    };
+    let age = |s: &RelayStatus| now_ms.saturating_sub(s.updated_at_ms) as f64 / 1000.0;
+    let metrics: [RelayMetric<'_>; 12] = [
+        ("relayed_through_seq", "Every seq up to it is in the stream", Gauge, &|s| s.relayed_through_seq as f64),
+        ("lag_records", "Records synced to disk, not yet in the stream", Gauge, &lag),
+        ("lag_seconds", "Age of the oldest record not yet in the stream", Gauge, &|s| s.lag_ms as f64 / 1e3),
+        ("messages", "Messages the relay's current run published", Counter, &|s| s.messages as f64),
+        ("records", "Records the relay's current run published", Counter, &|s| s.records as f64),
+        ("bytes", "Payload bytes the relay's current run published", Counter, &|s| s.bytes as f64),
+        ("gaps", "Gap markers the relay's current run published", Counter, &|s| s.gaps as f64),
+        ("conflicts", "Publishes refused because another came first", Counter, &|s| s.conflicts as f64),
+        ("retries", "Waits after a failure", Counter, &|s| s.retries as f64),
+        ("errors", "Failures: connect, create stream, publish, read", Counter, &|s| s.errors as f64),
+        ("connected", "1 while connected to the broker", Gauge, &|s| f64::from(u8::from(s.connected))),
+        ("status_age_seconds", "Since the status was written (each second while running)", Gauge, &age),
+    ];
+    for (name, help, kind, f) in metrics {
+        let name = format!("arbiter_events_relay_{name}");
+        relay_family(encoder, (&name, help, kind), &series(f))?;
+    }
+    Ok(())
 }

@@ -902,7 +902,13 @@ pub(crate) fn export(ctx: ExportContext<'_>, req: &ExportRequest) -> Result<Expo
     if b.cursor() + 1 < memory_first
         && let Some(root) = ctx.data_dir
     {
-        crate::storage::log::export_from_disk(root, &mut b, Some(memory_first), Some(cutoff))?;
+        crate::storage::log::export_from_disk(
+            root,
+            &mut b,
+            Some(memory_first),
+            Some(cutoff),
+            None,
+        )?;
         if b.done() || b.cursor() + 1 < memory_first {
             return Ok(b.finish(key_id, seal));
         }
@@ -919,7 +925,7 @@ pub(crate) fn export(ctx: ExportContext<'_>, req: &ExportRequest) -> Result<Expo
         {
             // Pruned from memory since the look above: those records are on disk.
             drop(store);
-            crate::storage::log::export_from_disk(root, &mut b, Some(first), Some(cutoff))?;
+            crate::storage::log::export_from_disk(root, &mut b, Some(first), Some(cutoff), None)?;
             if b.done() || b.cursor() + 1 < first {
                 return Ok(b.finish(key_id, seal));
             }

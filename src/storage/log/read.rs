@@ -2,6 +2,7 @@
 //! consumer cursors, from the writing process or any other.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::Serialize;
 
@@ -24,10 +25,20 @@ pub(crate) fn export_from_disk(
     b: &mut Builder<'_>,
     upto: Option<u64>,
     cutoff: Option<i64>,
+    hint: Option<&mut Option<ReadHint>>,
 ) -> Result<(), StorageError> {
     let removed = dir::read_pruned(root)?;
     let published = state::read(root)?;
-    read_segments(root, b, upto, cutoff, &removed, published.as_ref())?;
+    let mut unused = None;
+    let hint = hint.unwrap_or(&mut unused);
+    let ctx = ReadContext {
+        root,
+        upto,
+        cutoff,
+        removed: &removed,
+        published: published.as_ref(),
+    };
+    read_segments(&ctx, b, hint)?;
     // Seqs before `upto` that no segment holds are gone: say so, or the caller would
     // stand still at this cursor.
     if let Some(upto) = upto
@@ -40,48 +51,55 @@ pub(crate) fn export_from_disk(
     Ok(())
 }
 
-fn read_segments(
-    root: &Path,
-    b: &mut Builder<'_>,
+/// Where a read of the segments stopped: the next frame to read, so that the next read
+/// after the same cursor seeks there instead of scanning the segment from its start.
+/// It is only a hint: it is used when the frame found there is whole and has the seq
+/// wanted, and dropped otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ReadHint {
+    /// The first seq of the segment (its file name).
+    segment_first: u64,
+    /// The offset of the frame of `seq` (or the end of what was written).
+    offset: u64,
+    /// The seq of the frame at `offset`.
+    seq: u64,
+}
+
+/// What every segment of one read shares.
+struct ReadContext<'a> {
+    root: &'a Path,
     upto: Option<u64>,
     cutoff: Option<i64>,
-    removed: &RemovalLog,
-    published: Option<&SyncedState>,
+    removed: &'a RemovalLog,
+    published: Option<&'a SyncedState>,
+}
+
+fn read_segments(
+    ctx: &ReadContext<'_>,
+    b: &mut Builder<'_>,
+    hint: &mut Option<ReadHint>,
 ) -> Result<(), StorageError> {
-    let segments_dir = root.join(dir::SEGMENTS);
+    let segments_dir = ctx.root.join(dir::SEGMENTS);
     let listed = segment::list(&segments_dir).map_err(StorageError::io("list", &segments_dir))?;
     // The last segment starting at or before the first seq wanted.
     let start = listed
         .iter()
         .rposition(|(first, _)| *first <= b.cursor().saturating_add(1))
         .unwrap_or(0);
+    let wanted = hint
+        .take()
+        .filter(|h| h.seq == b.cursor().saturating_add(1));
     for (i, (_, path)) in listed.iter().enumerate().skip(start) {
         let last = i + 1 == listed.len();
-        let mut scan = match Scan::open(path) {
-            Ok(scan) => scan,
-            // Pruned since it was listed: what it held shows as a gap at the next one.
-            Err(OpenSegmentError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(OpenSegmentError::Io(e)) => return Err(StorageError::io("read", path)(e)),
-            // Being created by the writer right now.
-            Err(OpenSegmentError::Short { .. }) if last => return Ok(()),
-            Err(OpenSegmentError::Short { .. }) => {
-                return Err(damaged(
-                    path,
-                    0,
-                    b.cursor().saturating_add(1),
-                    "shorter than a segment header",
-                ));
-            }
-            Err(OpenSegmentError::Header(reason)) => {
-                return Err(damaged(path, 0, b.cursor().saturating_add(1), reason));
-            }
+        let Some(scan) = open_segment(path, last, b)? else {
+            continue;
         };
         let first = scan.header().first_seq;
-        if upto.is_some_and(|u| first >= u) {
+        if ctx.upto.is_some_and(|u| first >= u) {
             return Ok(());
         }
         if first > b.cursor().saturating_add(1) {
-            let reason = removed.explain(b.cursor().saturating_add(1), first - 1);
+            let reason = ctx.removed.explain(b.cursor().saturating_add(1), first - 1);
             if !b.gap_through(first - 1, reason) {
                 return Ok(());
             }
@@ -89,39 +107,137 @@ fn read_segments(
         if !b.key(scan.header().key_id_hex()) {
             return Ok(());
         }
-        loop {
-            match scan.next_frame().map_err(StorageError::io("read", path))? {
-                Step::Frame { meta, payload } => {
-                    if meta.seq <= b.cursor() {
-                        continue;
-                    }
-                    if upto.is_some_and(|u| meta.seq >= u) {
+        let resume = wanted.filter(|h| h.segment_first == first);
+        match read_frames(ctx, (path, scan), last, b, resume)? {
+            Read::Next(end) => *hint = Some(end),
+            Read::Stopped(at) => {
+                *hint = Some(at);
+                return Ok(());
+            }
+            // The hint was stale: read the segment from its start.
+            Read::Stale => {
+                let Some(scan) = open_segment(path, last, b)? else {
+                    continue;
+                };
+                match read_frames(ctx, (path, scan), last, b, None)? {
+                    Read::Next(end) => *hint = Some(end),
+                    Read::Stale => {}
+                    Read::Stopped(at) => {
+                        *hint = Some(at);
                         return Ok(());
                     }
-                    if cutoff.is_some_and(|c| meta.time < c) {
-                        if !b.gap_through(meta.seq, GapReason::Age) {
-                            return Ok(());
-                        }
-                        continue;
-                    }
-                    if !b.offer(&meta, payload) {
-                        return Ok(());
-                    }
-                }
-                Step::End => break,
-                Step::Bad { offset, error } => {
-                    let len = std::fs::metadata(path).map_or(offset, |m| m.len());
-                    let kind = classify(path, first, last, offset, &error, len, published)
-                        .map_err(StorageError::io("read", path))?;
-                    if kind == BadFrame::Torn {
-                        return Ok(());
-                    }
-                    return Err(damaged(path, offset, scan.expected(), &error.describe()));
                 }
             }
         }
     }
     Ok(())
+}
+
+type SegmentScan = Scan<std::io::BufReader<std::fs::File>>;
+
+/// Opens a segment for reading: `None` when it is gone (pruned since it was listed, or
+/// still being created by the writer as the last one).
+fn open_segment(
+    path: &Path,
+    last: bool,
+    b: &Builder<'_>,
+) -> Result<Option<SegmentScan>, StorageError> {
+    match Scan::open(path) {
+        Ok(scan) => Ok(Some(scan)),
+        // Pruned since it was listed: what it held shows as a gap at the next one.
+        Err(OpenSegmentError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(OpenSegmentError::Io(e)) => Err(StorageError::io("read", path)(e)),
+        // Being created by the writer right now.
+        Err(OpenSegmentError::Short { .. }) if last => Ok(None),
+        Err(OpenSegmentError::Short { .. }) => Err(damaged(
+            path,
+            0,
+            b.cursor().saturating_add(1),
+            "shorter than a segment header",
+        )),
+        Err(OpenSegmentError::Header(reason)) => {
+            Err(damaged(path, 0, b.cursor().saturating_add(1), reason))
+        }
+    }
+}
+
+/// How reading one segment ended.
+enum Read {
+    /// At its end (where the next read resumes if no segment follows): go on with the
+    /// next segment.
+    Next(ReadHint),
+    /// The read is over; the next one after the same cursor starts here.
+    Stopped(ReadHint),
+    /// The frame at the hint was not the one wanted; nothing was offered.
+    Stale,
+}
+
+/// Feeds the frames of one segment to `b`, from its start or from `resume`.
+fn read_frames(
+    ctx: &ReadContext<'_>,
+    (path, mut scan): (&Path, SegmentScan),
+    last: bool,
+    b: &mut Builder<'_>,
+    resume: Option<ReadHint>,
+) -> Result<Read, StorageError> {
+    let first = scan.header().first_seq;
+    if let Some(h) = resume {
+        if h.offset > scan.len() {
+            return Ok(Read::Stale);
+        }
+        scan.resume_at(h.offset, h.seq)
+            .map_err(StorageError::io("read", path))?;
+    }
+    let mut resumed = resume.is_some();
+    loop {
+        let at = scan.offset();
+        let stop = |seq| {
+            Ok(Read::Stopped(ReadHint {
+                segment_first: first,
+                offset: at,
+                seq,
+            }))
+        };
+        match scan.next_frame().map_err(StorageError::io("read", path))? {
+            Step::Frame { meta, payload } => {
+                resumed = false;
+                if meta.seq <= b.cursor() {
+                    continue;
+                }
+                if ctx.upto.is_some_and(|u| meta.seq >= u) {
+                    return stop(meta.seq);
+                }
+                if ctx.cutoff.is_some_and(|c| meta.time < c) {
+                    if !b.gap_through(meta.seq, GapReason::Age) {
+                        return stop(meta.seq);
+                    }
+                    continue;
+                }
+                if !b.offer(&meta, payload) {
+                    return stop(meta.seq);
+                }
+            }
+            Step::End => {
+                return Ok(Read::Next(ReadHint {
+                    segment_first: first,
+                    offset: at,
+                    seq: scan.expected(),
+                }));
+            }
+            Step::Bad { offset, error } => {
+                let len = std::fs::metadata(path).map_or(offset, |m| m.len());
+                let kind = classify(path, first, last, offset, &error, len, ctx.published)
+                    .map_err(StorageError::io("read", path))?;
+                if kind == BadFrame::Torn {
+                    return stop(scan.expected());
+                }
+                if resumed {
+                    return Ok(Read::Stale);
+                }
+                return Err(damaged(path, offset, scan.expected(), &error.describe()));
+            }
+        }
+    }
 }
 
 fn damaged(path: &Path, offset: u64, expected: u64, reason: &str) -> StorageError {
@@ -157,6 +273,8 @@ fn damaged(path: &Path, offset: u64, expected: u64, reason: &str) -> StorageErro
 #[derive(Debug, Clone)]
 pub struct DataDir {
     root: PathBuf,
+    /// Where the last export stopped, so that the next one seeks there.
+    hint: Arc<Mutex<Option<ReadHint>>>,
 }
 
 /// What [`DataDir::verify`] found in one segment.
@@ -231,7 +349,10 @@ impl DataDir {
         if !root.join(dir::SEGMENTS).is_dir() {
             return Err(StorageError::NotADataDir { path: root });
         }
-        Ok(DataDir { root })
+        Ok(DataDir {
+            root,
+            hint: Arc::default(),
+        })
     }
 
     /// The directory.
@@ -249,12 +370,9 @@ impl DataDir {
     /// [`ExportError::InvalidRequest`], or [`ExportError::Storage`] when a segment cannot
     /// be read or is damaged.
     pub fn export(&self, request: &ExportRequest) -> Result<Export, ExportError> {
-        let mut b = Builder::new(request)?;
         let published = state::read(&self.root)?;
         let bound = published.as_ref().and_then(SyncedState::reader_bound);
-        export_from_disk(&self.root, &mut b, bound, None)?;
-        let seal = crate::storage::export::dir_seal(&self.root, b.key_id())?;
-        let mut export = b.finish(None, seal);
+        let mut export = self.export_upto(request, bound)?;
         // Under `buffered` (or in a directory that never published a synced position)
         // the records past the synced position may be taken back by a machine crash.
         let synced = published.map_or(0, |s| s.synced_through);
@@ -262,6 +380,45 @@ impl DataDir {
             export.mark_unsynced();
         }
         Ok(export)
+    }
+
+    /// The synced position the writer published: every record up to this seq is on
+    /// disk, whatever the durability (0 when none was published). Reads one small file.
+    ///
+    /// # Errors
+    /// [`StorageError::Io`] when the file cannot be read.
+    pub fn synced_through(&self) -> Result<u64, StorageError> {
+        Ok(state::read(&self.root)?.map_or(0, |s| s.synced_through))
+    }
+
+    /// As [`export`](Self::export), but never past the synced position, whatever the
+    /// directory's `durability`: only records a machine crash cannot take back. Under
+    /// `every_batch` and `interval` this is what [`export`](Self::export) returns; under
+    /// `buffered` the writer syncs only when it closes, so a directory being written
+    /// under `buffered` offers nothing new until then. A directory that never published
+    /// a synced position offers nothing. What a process that passes records on to
+    /// another machine (a relay) must read: a record it passed on and the crash then
+    /// took back would come back under the same seq with other content.
+    ///
+    /// # Errors
+    /// As [`export`](Self::export).
+    pub fn export_synced(&self, request: &ExportRequest) -> Result<Export, ExportError> {
+        let bound = self.synced_through()?.saturating_add(1);
+        self.export_upto(request, Some(bound))
+    }
+
+    /// The export of `request`, stopping before seq `bound` when given.
+    fn export_upto(
+        &self,
+        request: &ExportRequest,
+        bound: Option<u64>,
+    ) -> Result<Export, ExportError> {
+        let mut b = Builder::new(request)?;
+        let mut hint = *self.hint.lock().unwrap_or_else(PoisonError::into_inner);
+        export_from_disk(&self.root, &mut b, bound, None, Some(&mut hint))?;
+        *self.hint.lock().unwrap_or_else(PoisonError::into_inner) = hint;
+        let seal = crate::storage::export::dir_seal(&self.root, b.key_id())?;
+        Ok(b.finish(None, seal))
     }
 
     /// The cursor `consumer` last committed, or [`Cursor::START`].

@@ -268,6 +268,11 @@ impl<R: Read> Scan<R> {
         self.expected
     }
 
+    /// The bytes of the file this scan may read (its length when opened).
+    pub(crate) fn len(&self) -> u64 {
+        self.len
+    }
+
     /// The offset just after the last valid frame.
     pub(crate) fn offset(&self) -> u64 {
         self.offset
