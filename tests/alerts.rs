@@ -97,12 +97,24 @@ fn step(
     events: Vec<Event>,
 ) -> Result<Vec<arbiter_events::Alert>> {
     clock.advance(STEP - Duration::from_secs(1));
+    record_then_evaluate(collector, clock, alerts, events, Duration::from_secs(1))
+}
+
+/// Records `events` and waits until they are folded, moves the clock `then` on and
+/// waits for the idle stage to evaluate; returns the alerts received meanwhile.
+fn record_then_evaluate(
+    collector: &Collector,
+    clock: &arbiter_events::ManualClock,
+    alerts: &arbiter_events::AlertReceiver,
+    events: Vec<Event>,
+    then: Duration,
+) -> Result<Vec<arbiter_events::Alert>> {
     for event in events {
         collector.record(event)?;
     }
     caught_up(collector)?;
     let before = collector.analytics().evaluations;
-    clock.advance(Duration::from_secs(1));
+    clock.advance(then);
     evaluated(collector, before)?;
     let mut got = Vec::new();
     while let Some(a) = alerts.try_recv() {
@@ -460,5 +472,155 @@ fn a_full_subscriber_misses_alerts_counted_and_nothing_waits_for_it() -> TestRes
         stats.submitted + stats.generated,
         stats.stored + stats.dropped.total() + stats.rejected + stats.in_flight
     );
+    Ok(())
+}
+
+/// The golden alert export: a per-agent `caws_violations` rule fires once on the golden
+/// key and clock, and the export of everything, its `AnomalyDetected` record last, is
+/// pinned byte for byte (`UPDATE_GOLDEN=1` rewrites it), so consumers in other
+/// languages have a real alert record to read.
+#[test]
+fn the_golden_alert_export_is_pinned() -> TestResult {
+    let rule = format!(
+        "[[alerts]]\nname = \"caws\"\nkind = \"caws_violations\"\nscope = \"per_agent\"\nthreshold = 3.0\nmin_severity = \"high\"\n{HOLD}"
+    );
+    let steps = (0..4).map(|i| (0..2).map(|j| validation(i * 10 + j, 2)).collect());
+    let (collector, fired) = fired_in_steps(&rule, steps)?;
+    assert_eq!(fired.len(), 1, "{fired:?}");
+    let deadline = Instant::now() + PATIENCE;
+    while collector.stats().kind(EventKind::AnomalyDetected).stored == 0 {
+        if Instant::now() > deadline {
+            return Err("the alert record was never stored".into());
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    caught_up(&collector)?;
+    let export = collector.export(&ExportRequest::after(Cursor::START))?;
+    let records: Vec<_> = export.records().collect::<std::result::Result<_, _>>()?;
+    assert_eq!(records.len(), 9);
+    let Some(Event::AnomalyDetected(anomaly)) = records.last().map(|r| &r.event) else {
+        return Err(format!("the last record is not the alert: {:?}", records.last()).into());
+    };
+    assert_eq!(anomaly.rule, "caws");
+    assert_eq!(
+        anomaly.agent_id.as_deref(),
+        Some(collector.pseudonym(IdKind::Agent, "agent-a").as_str())
+    );
+    let schema = Schema::load("record.schema.json")?;
+    for value in common::msgpack_values(&export.to_msgpack())?
+        .iter()
+        .filter(|v| v.get("seq").is_some())
+    {
+        schema.validate(value)?;
+    }
+    common::check_golden("fixtures/golden/alerts.msgpack", &export.to_msgpack())?;
+    common::check_golden("fixtures/golden/alerts.export.jsonl", &export.to_jsonl()?)?;
+    collector.shutdown(PATIENCE)?;
+    Ok(())
+}
+
+/// One step of 10 s in which the stage evaluates only once, with everything folded:
+/// `events` are recorded at the step's first instant and folded (the clock has not moved
+/// since the last evaluation, so folding them evaluates nothing), then the clock moves
+/// 10 s and the idle stage evaluates the window of the buckets before. Returns the
+/// alerts received.
+fn whole_step(
+    collector: &Collector,
+    clock: &arbiter_events::ManualClock,
+    alerts: &arbiter_events::AlertReceiver,
+    events: Vec<Event>,
+) -> Result<Vec<arbiter_events::Alert>> {
+    record_then_evaluate(collector, clock, alerts, events, STEP)
+}
+
+/// Runs `steps` (each one [`whole_step`]) under `rule`; returns each alert with the
+/// index of the step it fired in.
+fn fired_in_steps(
+    rule: &str,
+    steps: impl IntoIterator<Item = Vec<Event>>,
+) -> Result<(Collector, Vec<(usize, arbiter_events::Alert)>)> {
+    let (collector, clock) = golden_collector(config(rule)?)?;
+    let alerts = collector.alerts();
+    // The stage's first evaluation comes at once, with whatever is folded by then: let
+    // it come over nothing, so that each step below is evaluated once, whole.
+    whole_step(&collector, &clock, &alerts, Vec::new())?;
+    let mut fired = Vec::new();
+    for (i, events) in steps.into_iter().enumerate() {
+        let got = whole_step(&collector, &clock, &alerts, events)?;
+        fired.extend(got.into_iter().map(|a| (i, a)));
+    }
+    Ok((collector, fired))
+}
+
+fn tasks(agent: &str, from: u64, count: u64, duration_ms: f64, failed: u64) -> Vec<Event> {
+    (0..count)
+        .map(|k| {
+            let status = if k < failed {
+                OutcomeStatus::Failed
+            } else {
+                OutcomeStatus::Succeeded
+            };
+            completed(agent, from + k, status, duration_ms)
+        })
+        .collect()
+}
+
+#[test]
+fn a_latency_spike_against_its_own_baseline_fires_only_for_the_agent_that_slowed() -> TestResult {
+    let rule = format!(
+        "[[alerts]]\nname = \"slower\"\nkind = \"latency_spike\"\nscope = \"per_agent\"\nbaseline_factor = 3.0\nbaseline_secs = 120\n{HOLD}"
+    );
+    // 18 steps (180 s) of every agent at its usual pace, then 9 in which `spiky` takes
+    // ten times as long. `slow` is slow all along: above any fixed threshold a spiky
+    // agent would pass, but never above 3 × its own baseline.
+    let steps = (0..27u64).map(|i| {
+        let spiky_ms = if i < 18 { 100.0 } else { 1000.0 };
+        let mut events = tasks("steady", i * 10, 6, 100.0, 0);
+        events.extend(tasks("spiky", i * 10, 6, spiky_ms, 0));
+        events.extend(tasks("slow", i * 10, 6, 5000.0, 0));
+        events
+    });
+    let (collector, fired) = fired_in_steps(&rule, steps)?;
+    let [(at, alert)] = fired.as_slice() else {
+        panic!("one alert expected: {fired:?}");
+    };
+    // The condition holds from the first slow step; after 30 s held, the fourth fires.
+    assert_eq!(*at, 18 + 3);
+    assert_eq!(
+        alert.agent_id.as_deref(),
+        Some(collector.pseudonym(IdKind::Agent, "spiky").as_str())
+    );
+    let baseline = alert.baseline.ok_or("a baseline rule names its baseline")?;
+    assert!((baseline - 100.0).abs() <= 1.0, "{alert:?}");
+    assert!((alert.threshold - 3.0 * baseline).abs() < 1e-9, "{alert:?}");
+    assert!((alert.observed - 1000.0).abs() <= 10.0, "{alert:?}");
+    collector.shutdown(PATIENCE)?;
+    Ok(())
+}
+
+#[test]
+fn a_success_rate_drop_against_its_baseline_fires_once_the_drop_exceeds_max_drop() -> TestResult {
+    let rule = format!(
+        "[[alerts]]\nname = \"dropping\"\nkind = \"success_rate_drop\"\nmax_drop = 0.15\nbaseline_secs = 120\n{HOLD}"
+    );
+    // 18 steps at 9 of 10 succeeded, then 9 steps at 4 of 10. Evaluated as a step ends,
+    // the 60 s window holds the five steps before it (its sixth bucket has just begun),
+    // with k bad ones its rate is (45 - 5k) / 50, more than 0.15 below the baseline's
+    // 0.9 from k = 2 (the second bad step) on; held 30 s, the alert fires in the fifth,
+    // at a rate of 0.4, while the baseline (the 120 s before the window) is still all
+    // good steps.
+    let steps = (0..27u64).map(|i| tasks("agent", i * 10, 10, 50.0, if i < 18 { 1 } else { 6 }));
+    let (collector, fired) = fired_in_steps(&rule, steps)?;
+    let [(at, alert)] = fired.as_slice() else {
+        panic!("one alert expected: {fired:?}");
+    };
+    assert_eq!(*at, 18 + 4, "{alert:?}");
+    assert_eq!(alert.kind, AlertKind::SuccessRateDrop);
+    assert_eq!(alert.agent_id, None);
+    assert_eq!(alert.baseline, Some(0.9));
+    assert!((alert.threshold - 0.75).abs() < 1e-9, "{alert:?}");
+    assert!((alert.observed - 0.4).abs() < 1e-9, "{alert:?}");
+    assert_eq!(alert.samples, 50);
+    collector.shutdown(PATIENCE)?;
     Ok(())
 }

@@ -145,3 +145,22 @@ def test_an_anomaly_record_has_its_own_table_and_its_baseline_in_the_wide_one():
     wide = f.to_arrow()
     assert wide.column("alert_baseline").to_pylist() == [None, anomaly["baseline"]]
     assert wide.column("baseline").to_pylist()[1] is None
+
+
+def test_the_golden_alert_export_reads_verified_with_its_anomaly_record(golden_key):
+    f = ae.read_export(GOLDEN / "alerts.msgpack", mac_key=golden_key)
+    assert f.kinds() == {"constitutional_validation": 8, "anomaly_detected": 1}
+    anomaly = f.records[-1]
+    assert anomaly["type"] == "anomaly_detected"
+    assert (anomaly["rule"], anomaly["kind"], anomaly["scope"]) == ("caws", "caws_violations", "per_agent")
+    assert anomaly["agent_id"].startswith("agt_")
+    assert (anomaly["observed"], anomaly["samples"]) == (16.0, 8)
+    table = f.to_arrow("anomaly_detected")
+    assert table.schema == ae.arrow_schema("anomaly_detected")
+    assert table.column("observed").to_pylist() == [16.0]
+    assert table.column("agent_id").to_pylist() == [anomaly["agent_id"]]
+    # A flipped byte anywhere in the alert record is refused.
+    data = bytearray((GOLDEN / "alerts.msgpack").read_bytes())
+    data[len(data) - 200] ^= 0x01
+    with pytest.raises(ae.ExportError):
+        ae.read_export(bytes(data), mac_key=golden_key)
