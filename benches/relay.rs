@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use arbiter_events::{
     Attributes, Collector, Config, Custom, Durability, Event, Overflow, Puller, Relay, RelayConfig,
-    RunMode, read_pull_file,
+    RunMode, read_export,
 };
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
@@ -205,14 +205,12 @@ fn main() -> Result<()> {
                 continue;
             }
             let now = time::OffsetDateTime::now_utc();
-            for export in read_pull_file(&path, None)?.exports {
-                lags.extend(
-                    export
-                        .records
-                        .iter()
-                        .map(|r| (now - r.time).as_seconds_f64() * 1000.0),
-                );
-            }
+            let file = read_export(std::fs::File::open(&path)?)?;
+            lags.extend(
+                file.records
+                    .iter()
+                    .map(|r| (now - r.time).as_seconds_f64() * 1000.0),
+            );
             std::fs::remove_file(&path)?;
         }
         stop.stop();

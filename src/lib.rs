@@ -77,6 +77,12 @@ pub mod relay;
 #[cfg(feature = "serve")]
 pub mod serve;
 
+/// MessagePack helpers the crate's network adapters share; not a stable API.
+#[doc(hidden)]
+pub mod wire {
+    pub use crate::codec::msgpack::value_len;
+}
+
 pub use analytics::{
     Aggregator, Alert, AlertKind, AlertRule, AlertRuleError, AlertScope, AnalyticsConfig,
     BudgetFigures, CawsFigures, DEFAULT_BUCKET_SECS, DEFAULT_BUCKETS, DEFAULT_MAX_AGENTS,
@@ -102,14 +108,14 @@ pub use pipeline::live::{
 };
 #[cfg(feature = "nats")]
 pub use relay::{
-    Puller, Relay, RelayConfig, RelayError, RelayStatus, RelayStopper, RunMode, read_pull_file,
+    Puller, Relay, RelayConfig, RelayError, RelayStatus, RelayStopper, RunMode,
     read_statuses as read_relay_statuses,
 };
 pub use storage::export::ExportError;
 pub use storage::export::{
     Cursor, EXPORT_FORMAT, EXPORT_VERSION, EXPORT_VERSION_1, Export, ExportFile, ExportHeader,
-    ExportRequest, ExportTrailer, Gap, GapReason, MacKey, Record, read_export,
-    read_export_verified,
+    ExportMerger, ExportRequest, ExportTrailer, Gap, GapReason, MacKey, Record, SourceRange,
+    read_export, read_export_verified,
 };
 pub use storage::log::StorageError;
 pub use storage::log::{

@@ -18,8 +18,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use arbiter_events::{
-    Attributes, Collector, Config, Custom, Event, Gap, GapReason, Puller, Relay, RelayConfig,
-    RelayError, RunMode, read_export, read_pull_file,
+    AnonymizationKey, Attributes, Collector, Config, Custom, Event, Gap, GapReason, MacKey, Puller,
+    Relay, RelayConfig, RelayError, RunMode, read_export, read_export_verified,
 };
 use tempfile::TempDir;
 
@@ -271,9 +271,16 @@ fn wait_for(url: &str, source: &str, last: u64) -> TestResult {
     }
 }
 
-/// What the pull files in `dir` hold, per source, in file order; checks that each file
-/// moves every source on from where the files before left it.
+/// What the pull files in `dir` hold, per source, in file order (each file read as a
+/// merged export, its MAC verified under `mac_key` when given).
 fn read_pulls(dir: &Path) -> Result<BTreeMap<String, Received>, Box<dyn std::error::Error>> {
+    read_pulls_verified(dir, None)
+}
+
+fn read_pulls_verified(
+    dir: &Path,
+    mac_key: Option<&MacKey>,
+) -> Result<BTreeMap<String, Received>, Box<dyn std::error::Error>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "pull"))
@@ -281,18 +288,25 @@ fn read_pulls(dir: &Path) -> Result<BTreeMap<String, Received>, Box<dyn std::err
     files.sort();
     let mut out: BTreeMap<String, Received> = BTreeMap::new();
     for path in files {
-        let file = read_pull_file(&path, None)?;
-        for export in &file.exports {
-            let source = export
-                .header
-                .source
-                .clone()
-                .ok_or("an export without a source")?;
-            let got = out.entry(source).or_default();
-            got.ranges
-                .push((export.header.after + 1, export.header.next_cursor));
-            got.gaps.extend(export.header.gap);
-            got.seqs.extend(export.records.iter().map(|r| r.seq));
+        let bytes = std::fs::read(&path)?;
+        let file = match mac_key {
+            Some(key) => read_export_verified(bytes.as_slice(), key)?,
+            None => read_export(bytes.as_slice())?,
+        };
+        let sources = file
+            .header
+            .sources
+            .ok_or("a pull file that is not a merge")?;
+        for (source, range) in sources {
+            let got = out.entry(source.clone()).or_default();
+            got.ranges.push((range.after + 1, range.next_cursor));
+            got.gaps.extend(range.gaps);
+            got.seqs.extend(
+                file.records
+                    .iter()
+                    .filter(|r| r.source.as_deref() == Some(source.as_str()))
+                    .map(|r| r.seq),
+            );
         }
     }
     Ok(out)
@@ -365,6 +379,11 @@ fn three_sources_recording_concurrently_arrive_exactly_once() -> TestResult {
         tempfile::tempdir()?,
         tempfile::tempdir()?,
     ];
+    // One fleet, one key: the same pseudonyms on every machine, and one MAC key.
+    let key = AnonymizationKey::from_bytes([0x5a; 32]);
+    for d in &dirs {
+        std::fs::write(d.path().join("key"), format!("{}\n", key.to_hex()))?;
+    }
     let collectors = dirs
         .iter()
         .map(|d| collector(d.path(), |_| {}))
@@ -426,12 +445,14 @@ fn three_sources_recording_concurrently_arrive_exactly_once() -> TestResult {
     for source in &sources {
         assert_exactly_once(&got[source], 3_000);
     }
-    // One puller takes all three sources, merged, exactly once.
+    // One puller takes all three sources, merged, exactly once, each message's MAC
+    // verified and each file signed.
     let pulls = tempfile::tempdir()?;
     let mut p = puller(&nats, &pulls.path().join("state.json"))?;
+    p.mac_key = Some(key.mac_key());
     let expected = sources.iter().map(|s| (s.clone(), 3_000)).collect();
     pull_until(&mut p, pulls.path(), &mut 0, &expected)?;
-    let pulled = read_pulls(pulls.path())?;
+    let pulled = read_pulls_verified(pulls.path(), Some(&key.mac_key()))?;
     assert_eq!(pulled.len(), 3);
     for source in &sources {
         assert_exactly_once(&pulled[source], 3_000);
@@ -768,6 +789,41 @@ fn pull_processes_killed_at_random_moments_write_each_record_once() -> TestResul
     pull_until(&mut p, pulls.path(), &mut next, &expected)?;
     let pulled = read_pulls(pulls.path())?;
     assert_exactly_once(&pulled[relay.source()], 3_000);
+    Ok(())
+}
+
+#[test]
+fn a_puller_with_the_mac_key_refuses_a_message_signed_under_another_key() -> TestResult {
+    let Some(nats) = Nats::start()? else {
+        return Ok(());
+    };
+    let dir = tempfile::tempdir()?;
+    let c = collector(dir.path(), |_| {})?;
+    record(&c, 50)?;
+    let relay = Relay::new(dir.path(), relay_config(&nats))?;
+    relay.run(RunMode::UntilCaughtUp)?;
+    let pulls = tempfile::tempdir()?;
+    let mut p = puller(&nats, &pulls.path().join("state.json"))?;
+    p.mac_key = Some(AnonymizationKey::from_bytes([0x11; 32]).mac_key());
+    let out = pulls.path().join("0000.pull");
+    let err = p
+        .pull(&out)
+        .err()
+        .ok_or("a message signed under another key was taken")?;
+    assert!(
+        matches!(&err, RelayError::ForeignMessage { reason, .. } if reason.contains("mac")),
+        "{err}"
+    );
+    assert!(!out.exists());
+    assert!(p.state().cursors.is_empty());
+    // Under the directory's own key the same messages are taken, and the file is
+    // signed under it.
+    let own = AnonymizationKey::from_file(dir.path().join("key"))?.mac_key();
+    p.mac_key = Some(own.clone());
+    let expected = BTreeMap::from([(relay.source().to_owned(), 50)]);
+    pull_until(&mut p, pulls.path(), &mut 1, &expected)?;
+    let pulled = read_pulls_verified(pulls.path(), Some(&own))?;
+    assert_exactly_once(&pulled[relay.source()], 50);
     Ok(())
 }
 

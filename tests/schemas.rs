@@ -257,10 +257,13 @@ fn every_branch_lists_exactly_the_fields_the_encoder_writes() -> Result<()> {
             .keys()
             .map(String::as_str)
             .collect();
-        // The one optional field: written only when the caller gave it.
-        assert!(properties.contains("occurred_at"), "{kind}: no occurred_at");
-        if !written.contains("occurred_at") {
-            properties.remove("occurred_at");
+        // The optional fields: `occurred_at` written only when the caller gave it,
+        // `source` only in a merged export.
+        for optional in ["occurred_at", "source"] {
+            assert!(properties.contains(optional), "{kind}: no {optional}");
+            if !written.contains(optional) {
+                properties.remove(optional);
+            }
         }
         let required: BTreeSet<&str> = branch["required"]
             .as_array()
@@ -295,18 +298,28 @@ fn header_and_trailer_schemas_list_exactly_the_fields_written() -> Result<()> {
             .map(String::as_str)
             .collect();
         let document = schema.document();
-        let properties: BTreeSet<&str> = document["properties"]
+        let mut properties: BTreeSet<&str> = document["properties"]
             .as_object()
             .ok_or("no properties")?
             .keys()
             .map(String::as_str)
             .collect();
-        let required: BTreeSet<&str> = document["required"]
+        let mut required: BTreeSet<&str> = document["required"]
             .as_array()
             .ok_or("no required")?
             .iter()
             .filter_map(Json::as_str)
             .collect();
+        // Written only when they apply: `unsynced` when true, `sources` (instead of
+        // `source`, which the `oneOf` then requires) in a merged export.
+        for optional in ["unsynced", "sources"] {
+            if properties.remove(optional) {
+                assert!(!written.contains(optional), "{schema:?}: {optional}");
+            }
+        }
+        if document.get("oneOf").is_some() {
+            required.insert("source");
+        }
         assert_eq!(written, properties, "{schema:?}");
         assert_eq!(written, required, "{schema:?}");
         assert_eq!(document["additionalProperties"], json!(false));

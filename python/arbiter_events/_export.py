@@ -15,6 +15,7 @@ import json
 import operator
 import os
 import pathlib
+import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Union
 
@@ -63,6 +64,7 @@ _DECODE_ERRORS = (
 
 
 _SEQ = operator.itemgetter("seq")
+_SOURCE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _TIME = operator.itemgetter("time")
 _TYPE = operator.itemgetter("type")
 
@@ -87,10 +89,26 @@ class Gap:
 
 
 @dataclass(frozen=True)
+class SourceRange:
+    """Where one source stands in a merged export: its records after ``after`` up to
+    ``next_cursor`` (its cursor for what comes next), ``count`` of them in the file, and
+    the seqs of that range that are gone in ``gaps``."""
+
+    after: int
+    next_cursor: int
+    count: int
+    gaps: List[Gap]
+
+
+@dataclass(frozen=True)
 class Header:
     """An export's header: what was asked (``after``, filters, ``limit``), what the file
     holds (``count``, ``first_seq``, ``last_seq``, ``gap``) and where to go on from
-    (``next_cursor``). Times are Unix nanoseconds."""
+    (``next_cursor``). Times are Unix nanoseconds.
+
+    A merged export of several sources (what ``arbiter-events pull`` writes) has
+    ``sources`` instead of ``source``: per source id, a :class:`SourceRange`; its own
+    ``after`` and ``next_cursor`` are 0 and each record names its ``source``."""
 
     format: str
     version: int
@@ -108,6 +126,7 @@ class Header:
     first_seq: Optional[int]
     last_seq: Optional[int]
     unsynced: bool = False
+    sources: Optional[Dict[str, SourceRange]] = None
     raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
@@ -123,9 +142,11 @@ class Trailer:
 class ExportFile(Tabular):
     """One verified export file.
 
-    ``records`` are the decoded record maps, in seq order (``seq``, ``time`` in Unix
-    nanoseconds, ``occurred_at`` when given, ``type``, then the event's fields);
-    :meth:`typed` gives them as dataclasses and :meth:`to_arrow` as a table.
+    ``records`` are the decoded record maps, in seq order (``seq``, ``source`` in a
+    merged export, ``time`` in Unix nanoseconds, ``occurred_at`` when given, ``type``,
+    then the event's fields); :meth:`typed` gives them as dataclasses and
+    :meth:`to_arrow` as a table. A merged export holds each source's records in seq
+    order, the sources one after another.
     """
 
     def __init__(
@@ -149,8 +170,28 @@ class ExportFile(Tabular):
 
     @property
     def source(self) -> Optional[str]:
-        """The stable id of the collector or data directory that wrote it (version 2)."""
+        """The stable id of the collector or data directory that wrote it (version 2);
+        ``None`` in a merged export (see :attr:`sources`)."""
         return self.header.source
+
+    @property
+    def sources(self) -> Dict[str, SourceRange]:
+        """Per source id, the range this file moves it over: the header's ``sources`` in
+        a merged export; else the one source's ``after``, ``next_cursor`` and gap."""
+        if self.header.sources is not None:
+            return dict(self.header.sources)
+        if self.header.source is None:
+            return {}
+        return {
+            self.header.source: SourceRange(
+                self.header.after, self.header.next_cursor, self.header.count, self.gaps
+            )
+        }
+
+    @property
+    def merged(self) -> bool:
+        """Whether this is a merged export of several sources."""
+        return self.header.sources is not None
 
     @property
     def next_cursor(self) -> int:
@@ -370,19 +411,19 @@ def _int(value: Any, name: str, optional: bool = False) -> Optional[int]:
 def _header(h: Dict[str, Any]) -> Header:
     gap = h["gap"]
     if gap is not None:
-        if not isinstance(gap, dict):
-            raise HeaderMismatchError(f"header field `gap` is {gap!r}", "gap")
-        gap = Gap(_int(gap["from_seq"], "gap"), _int(gap["to_seq"], "gap"), str(gap["reason"]))
+        gap = _gap(gap, "gap")
     kinds = h["kinds"]
     if kinds is not None and (
         not isinstance(kinds, list) or not all(isinstance(k, str) for k in kinds)
     ):
         raise HeaderMismatchError(f"header field `kinds` is {kinds!r}", "kinds")
-    key_id, source = h["key_id"], h.get("source")
+    key_id, source, sources = h["key_id"], h.get("source"), h.get("sources")
     if key_id is not None and not isinstance(key_id, str):
         raise HeaderMismatchError(f"header field `key_id` is {key_id!r}", "key_id")
     if source is not None and not isinstance(source, str):
         raise HeaderMismatchError(f"header field `source` is {source!r}", "source")
+    if sources is not None:
+        sources = _sources(sources)
     return Header(
         format=h["format"],
         version=h["version"],
@@ -400,18 +441,93 @@ def _header(h: Dict[str, Any]) -> Header:
         first_seq=_int(h["first_seq"], "first_seq", True),
         last_seq=_int(h["last_seq"], "last_seq", True),
         unsynced=bool(h.get("unsynced", False)),
+        sources=sources,
         raw=h,
     )
 
 
+def _gap(raw: Any, name: str) -> Gap:
+    if not isinstance(raw, dict):
+        raise HeaderMismatchError(f"header field `{name}` holds the gap {raw!r}", name)
+    return Gap(_int(raw["from_seq"], name), _int(raw["to_seq"], name), str(raw["reason"]))
+
+
+def _sources(raw: Any) -> Dict[str, SourceRange]:
+    if not isinstance(raw, dict):
+        raise HeaderMismatchError(f"header field `sources` is {raw!r}", "sources")
+    out: Dict[str, SourceRange] = {}
+    for source, r in raw.items():
+        if not isinstance(source, str) or not isinstance(r, dict) or not isinstance(r.get("gaps"), list):
+            raise HeaderMismatchError(f"header field `sources` holds {source!r}: {r!r}", "sources")
+        gaps = [_gap(g, "sources") for g in r["gaps"]]
+        out[source] = SourceRange(
+            _int(r["after"], "sources"), _int(r["next_cursor"], "sources"), _int(r["count"], "sources"), gaps
+        )
+    return out
+
+
+def _refuse(name: str, why: str) -> None:
+    raise HeaderMismatchError(f"header field `{name}` disagrees with the records: {why}", name)
+
+
+def _check_merged(h: Header, records: Sequence[Any]) -> None:
+    """A merged export: no single source, cursor, gap, seq range or filter; per source,
+    seqs increase after its ``after`` up to its ``next_cursor``, outside its gaps, and
+    its count and cursor agree with its records and gaps."""
+    refuse = _refuse
+    sources = h.sources or {}
+    if (h.source is not None or h.after != 0 or h.next_cursor != 0 or h.gap is not None
+            or h.first_seq is not None or h.last_seq is not None or h.since is not None
+            or h.until is not None or h.kinds is not None or h.limit is not None):
+        refuse("sources", "a merged export has no single source, cursor, gap, seq range or filter")
+    reached: Dict[str, List[int]] = {}
+    for source, r in sources.items():
+        if not _SOURCE_ID.fullmatch(source):
+            refuse("sources", f"{source!r} is not a valid source id")
+        if r.next_cursor < r.after:
+            refuse("sources", f"{source}: next cursor {r.next_cursor} is before after {r.after}")
+        previous = r.after
+        for g in r.gaps:
+            if g.reason not in GAP_REASONS:
+                refuse("sources", f"{source}: unknown gap reason {g.reason!r}")
+            if g.from_seq <= previous or g.to_seq < g.from_seq or g.to_seq > r.next_cursor:
+                refuse("sources", f"{source}: gap {g.from_seq}..={g.to_seq} out of order or range")
+            previous = g.to_seq
+        reached[source] = [r.after, 0]
+    for rec in records:
+        source, seq = rec.get("source"), rec["seq"]
+        if type(seq) is not int:
+            raise CorruptError("a record's `seq` is not an integer")
+        if not isinstance(source, str) or source not in sources:
+            refuse("sources", f"record seq {seq} names source {source!r}, not in the header")
+        r, at = sources[source], reached[source]
+        if seq <= at[0] or seq > r.next_cursor:
+            refuse("sources", f"{source}: record seq {seq} does not follow {at[0]} within its range")
+        if any(g.from_seq <= seq <= g.to_seq for g in r.gaps):
+            refuse("sources", f"{source}: record seq {seq} is inside a gap")
+        at[0] = seq
+        at[1] += 1
+    for source, r in sources.items():
+        last, count = reached[source]
+        end = max(r.gaps[-1].to_seq if r.gaps else r.after, last)
+        if count != r.count or r.next_cursor != end:
+            refuse("sources", f"{source}: the header says {r.count} records through {r.next_cursor}, "
+                              f"the file holds {count} through {end}")
+
+
 def _check_records(h: Header, records: Sequence[Any]) -> None:
     """What the header says, against what the records determine."""
-
-    def refuse(name: str, why: str) -> None:
-        raise HeaderMismatchError(f"header field `{name}` disagrees with the records: {why}", name)
+    refuse = _refuse
 
     if (h.key_id is not None) != (h.anonymization == "pseudonymize"):
         refuse("key_id", "given exactly when identifiers are pseudonyms")
+    if set(map(type, map(_TIME, records))) - {int} or set(map(type, map(_TYPE, records))) - {str}:
+        raise CorruptError("a record's `time` or `type` is of the wrong type")
+    if h.sources is not None:
+        _check_merged(h, records)
+        return
+    if any("source" in r for r in records):
+        refuse("sources", "a record names a source in an export of one source")
     seqs = list(map(_SEQ, records))
     if set(map(type, seqs)) - {int}:
         raise CorruptError("a record's `seq` is not an integer")
@@ -419,8 +535,6 @@ def _check_records(h: Header, records: Sequence[Any]) -> None:
         at = next(i for i, (a, b) in enumerate(zip([h.after, *seqs[:-1]], seqs)) if a >= b)
         refuse("after", f"seq {seqs[at]} does not follow {[h.after, *seqs][at]}")
     previous = seqs[-1] if seqs else h.after
-    if set(map(type, map(_TIME, records))) - {int} or set(map(type, map(_TYPE, records))) - {str}:
-        raise CorruptError("a record's `time` or `type` is of the wrong type")
     first = records[0]["seq"] if records else None
     last = records[-1]["seq"] if records else None
     if h.first_seq != first:

@@ -330,19 +330,25 @@ class Tabular:
 
     def to_arrow(self, kind: Optional[str] = None):
         """A ``pyarrow.Table`` with the explicit schema of ``kind`` (:func:`arrow_schema`):
-        ``seq``, ``time``, ``occurred_at``, then the event's fields. With ``kind=None``,
+        ``seq``, ``time``, ``occurred_at``, then the event's fields; a merged export's
+        table has ``source`` after ``seq``. With ``kind=None``,
         every record in one wide table: ``type`` and every kind's fields, null where a
         kind has no such field. Attribute maps (``context``, ``attributes``) are JSON text.
         A kind this package does not know gets its non-envelope columns inferred.
 
         Raises ``ImportError`` without pyarrow.
         """
-        if kind is None:
-            return build_table(self.records, None)
-        records = self.of_kind(kind)
-        if kind in EVENT_CLASSES:
-            return build_table(records, kind)
-        return _inferred_table(records)
+        records = self.records if kind is None else self.of_kind(kind)
+        if kind is None or kind in EVENT_CLASSES:
+            table = build_table(records, kind)
+        else:
+            table = _inferred_table(records)
+        if records and "source" in records[0]:
+            # A merged export of several sources: which one recorded each record.
+            pa = _pa()
+            column = pa.array([r["source"] for r in records], type=pa.string())
+            table = table.add_column(1, pa.field("source", pa.string(), nullable=False), column)
+        return table
 
     def to_pandas(self, kind: Optional[str] = None):
         """:meth:`to_arrow` as a ``pandas.DataFrame`` (times as ``datetime64[ns, UTC]``)."""

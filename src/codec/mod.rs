@@ -3,3 +3,4 @@
 
 pub(crate) mod anonymize;
 pub(crate) mod encode;
+pub(crate) mod msgpack;

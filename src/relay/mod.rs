@@ -20,9 +20,8 @@ mod puller;
 
 pub use config::*;
 pub use puller::{
-    DEFAULT_ACK_WAIT, DEFAULT_PULL_MESSAGES, DEFAULT_PULL_WAIT, PULL_FORMAT, PULL_VERSION, Pending,
-    PullFile, PullHeader, PullOutcome, PullTrailer, Puller, PullerState, SourceRange,
-    read_pull_file,
+    DEFAULT_ACK_WAIT, DEFAULT_PULL_MESSAGES, DEFAULT_PULL_WAIT, Pending, PullOutcome, Puller,
+    PullerState,
 };
 
 use std::path::{Path, PathBuf};

@@ -1,14 +1,12 @@
-//! The puller: a durable JetStream pull consumer that writes each pull as one file,
-//! atomically, acks only once the file is on disk, and drops what it already wrote by
-//! (source, seq).
+//! The puller: a durable JetStream pull consumer that writes each pull as one merged
+//! export, atomically, acks only once the file is on disk, and drops what it already
+//! wrote by (source, seq).
 //!
-//! A pull file is a small MessagePack container (`arbiter-events/pull`, version 1):
-//! a header naming the consumer and, per source, the seq range the file moves it over
-//! (`after`, `next_cursor`, records, gaps); then each message taken, as the version 2
-//! export file the relay published (byte for byte, so each keeps its own checksum and
-//! MAC and [`read_export`](crate::read_export) reads it); then a trailer with the
-//! count and a BLAKE3 checksum of everything before it. [`read_pull_file`] reads and
-//! checks one.
+//! A pull file is a version 2 export of several sources ([`ExportMerger`]): each record
+//! tagged with its `source`, the header's `sources` giving each source's range
+//! (`after`, `next_cursor`, count, gaps), and, when the puller has the fleet's MAC key,
+//! a MAC over the whole file. [`read_export`](crate::read_export) reads it, and so does
+//! the Python package's `read_export`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -23,12 +21,8 @@ use super::{
     Backoff, HEADER_LAST_SEQ, HEADER_SOURCE, RelayConfig, RelayError, connect, ensure_stream,
     jetstream_context, write_atomic,
 };
-use crate::{ExportFile, ExportHeader, Gap, MacKey, read_export, read_export_verified};
+use crate::{ExportHeader, ExportMerger, MacKey};
 
-/// The `format` of a pull file's header.
-pub const PULL_FORMAT: &str = "arbiter-events/pull";
-/// The pull file layout version this crate writes.
-pub const PULL_VERSION: u32 = 1;
 /// Default `ack_wait` of a consumer the puller creates: a message delivered but not
 /// acked (the puller died before its file was on disk) comes back after this.
 pub const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(30);
@@ -39,176 +33,6 @@ pub const DEFAULT_PULL_WAIT: Duration = Duration::from_millis(500);
 /// A message delivered this many times that still does not follow what was written
 /// (its predecessor never comes back) is refused with an error, not waited for.
 const MAX_HOLE_DELIVERIES: i64 = 20;
-
-/// Where one source stands in a pull file, or in the puller's state.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub struct SourceRange {
-    /// Seqs up to this one were written before.
-    pub after: u64,
-    /// Seqs up to this one are written now (in this file, or an earlier one).
-    pub next_cursor: u64,
-    /// Records of this source in the file.
-    pub records: u64,
-    /// Seqs gone before they were relayed (gap markers), in order.
-    pub gaps: Vec<Gap>,
-}
-
-/// The first value of a pull file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[non_exhaustive]
-pub struct PullHeader {
-    /// Always [`PULL_FORMAT`].
-    pub format: String,
-    /// [`PULL_VERSION`].
-    pub version: u32,
-    /// The stream pulled from.
-    pub stream: String,
-    /// The durable consumer.
-    pub consumer: String,
-    /// The exports that follow.
-    pub parts: u64,
-    /// Records in all.
-    pub records: u64,
-    /// Per source: the range this file moves it over.
-    pub sources: BTreeMap<String, SourceRange>,
-}
-
-/// The last value of a pull file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[non_exhaustive]
-pub struct PullTrailer {
-    /// The exports in the file.
-    pub parts: u64,
-    /// BLAKE3 of the header's and the parts' bytes, 64 hex digits.
-    pub checksum: String,
-}
-
-/// A pull file read back and checked.
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub struct PullFile {
-    /// Its header.
-    pub header: PullHeader,
-    /// Its exports, each a version 2 export of one source's contiguous range, in the
-    /// order they were taken (per source, in seq order).
-    pub exports: Vec<ExportFile>,
-    /// Its trailer.
-    pub trailer: PullTrailer,
-}
-
-/// Reads a pull file and checks it: the container's checksum, every export (as
-/// [`read_export`] does, or [`read_export_verified`] with `mac_key`), and that the
-/// exports of each source follow one another and agree with the header.
-///
-/// # Errors
-/// [`RelayError::Io`] when it cannot be read, [`RelayError::Export`] for a damaged
-/// export, [`RelayError::Config`] (field `pull file`) for a container that is damaged
-/// or contradicts itself.
-pub fn read_pull_file(path: &Path, mac_key: Option<&MacKey>) -> Result<PullFile, RelayError> {
-    let bytes = std::fs::read(path).map_err(|source| RelayError::Io {
-        action: "read",
-        path: path.to_owned(),
-        source,
-    })?;
-    let bad = |reason: String| RelayError::Config {
-        field: "pull file",
-        reason: format!("{}: {reason}", path.display()),
-    };
-    let mut input = std::io::Cursor::new(bytes.as_slice());
-    let header: PullHeader =
-        rmp_serde::decode::from_read(&mut input).map_err(|e| bad(format!("header: {e}")))?;
-    if header.format != PULL_FORMAT || header.version != PULL_VERSION {
-        return Err(bad(format!(
-            "format {:?} version {} is not {PULL_FORMAT} {PULL_VERSION}",
-            header.format, header.version
-        )));
-    }
-    let mut exports = Vec::new();
-    for index in 0..header.parts {
-        let part: serde_bytes_buf::Buf = rmp_serde::decode::from_read(&mut input)
-            .map_err(|e| bad(format!("part {index}: {e}")))?;
-        let file = match mac_key {
-            Some(key) => read_export_verified(part.0.as_slice(), key)?,
-            None => read_export(part.0.as_slice())?,
-        };
-        exports.push(file);
-    }
-    let covered = usize::try_from(input.position()).unwrap_or(bytes.len());
-    let trailer: PullTrailer =
-        rmp_serde::decode::from_read(&mut input).map_err(|e| bad(format!("trailer: {e}")))?;
-    if input.position() != bytes.len() as u64 {
-        return Err(bad("bytes after the trailer".to_owned()));
-    }
-    let actual = blake3::hash(&bytes[..covered]).to_hex().to_string();
-    if trailer.checksum != actual || trailer.parts != header.parts {
-        return Err(bad(format!(
-            "trailer (parts {}, checksum {}) does not match (parts {}, checksum {actual})",
-            trailer.parts, trailer.checksum, header.parts
-        )));
-    }
-    // Each source's exports follow one another from the header's `after`.
-    let mut reached: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
-    for file in &exports {
-        let source = file.header.source.as_deref().unwrap_or_default();
-        let Some(range) = header.sources.get(source) else {
-            return Err(bad(format!("source {source:?} is not in the header")));
-        };
-        let (cursor, records) = reached.entry(source).or_insert((range.after, 0));
-        if file.header.after != *cursor {
-            return Err(bad(format!(
-                "{source}: an export after {} does not follow seq {cursor}",
-                file.header.after
-            )));
-        }
-        *cursor = file.header.next_cursor;
-        *records += file.header.count;
-    }
-    for (source, range) in &header.sources {
-        let (cursor, records) = reached
-            .get(source.as_str())
-            .copied()
-            .unwrap_or((range.after, 0));
-        if cursor != range.next_cursor || records != range.records {
-            return Err(bad(format!(
-                "{source}: the exports reach seq {cursor} with {records} records, the header says {} with {}",
-                range.next_cursor, range.records
-            )));
-        }
-    }
-    Ok(PullFile {
-        header,
-        exports,
-        trailer,
-    })
-}
-
-/// A byte string for MessagePack `bin` values, without another dependency.
-mod serde_bytes_buf {
-    /// Owned bytes read from a `bin` (or `str`) value.
-    pub(super) struct Buf(pub(super) Vec<u8>);
-
-    impl<'de> serde::Deserialize<'de> for Buf {
-        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Buf, D::Error> {
-            struct V;
-            impl<'de> serde::de::Visitor<'de> for V {
-                type Value = Buf;
-                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                    f.write_str("a byte string")
-                }
-                fn visit_bytes<E>(self, v: &[u8]) -> Result<Buf, E> {
-                    Ok(Buf(v.to_vec()))
-                }
-                fn visit_byte_buf<E>(self, v: Vec<u8>) -> Result<Buf, E> {
-                    Ok(Buf(v))
-                }
-            }
-            d.deserialize_byte_buf(V)
-        }
-    }
-}
 
 /// What the puller has written, per source; kept in its state file.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -275,13 +99,19 @@ pub struct Puller {
     pub wait: Duration,
     /// `ack_wait` of the consumer, when the puller creates it.
     pub ack_wait: Duration,
+    /// The fleet's MAC key (`arbiter-events key mac` of the key every source shares):
+    /// with it each message's MAC is verified before it is taken, and each pull file
+    /// is signed; without it messages are checked by checksum only and files carry no
+    /// MAC.
+    pub mac_key: Option<MacKey>,
 }
 
 /// One pull's settings.
-struct Knobs {
+struct Knobs<'a> {
     max_messages: usize,
     wait: Duration,
     ack_wait: Duration,
+    mac_key: Option<&'a MacKey>,
     /// Ack at the end (false only to test a crash before the acks).
     ack: bool,
 }
@@ -336,6 +166,7 @@ impl Puller {
             max_messages: DEFAULT_PULL_MESSAGES,
             wait: DEFAULT_PULL_WAIT,
             ack_wait: DEFAULT_ACK_WAIT,
+            mac_key: None,
         })
     }
 
@@ -386,6 +217,7 @@ impl Puller {
                     max_messages: self.max_messages,
                     wait: self.wait,
                     ack_wait: self.ack_wait,
+                    mac_key: self.mac_key.as_ref(),
                     ack,
                 },
             ));
@@ -406,12 +238,13 @@ impl Puller {
         state: &mut PullerState,
         state_path: &Path,
         out: &Path,
-        knobs: Knobs,
+        knobs: Knobs<'_>,
     ) -> Result<PullOutcome, RelayError> {
         let Knobs {
             max_messages,
             wait,
             ack_wait,
+            mac_key,
             ack,
         } = knobs;
         let url = config.url.as_str();
@@ -449,24 +282,36 @@ impl Puller {
                 messages.extend(take(&s.consumer, max_messages - 1, None, url).await?);
             }
         }
-        let mut cursors = state.cursors.clone();
-        let mut taken: Vec<(jetstream::Message, ExportHeader)> = Vec::new();
+        let mut merger = ExportMerger::new(state.cursors.clone());
+        if let Some(key) = mac_key {
+            merger = merger.verify_with(key.clone());
+        }
+        let mut taken: Vec<jetstream::Message> = Vec::new();
         let mut done: Vec<jetstream::Message> = Vec::new();
         let mut outcome = PullOutcome::default();
         for message in messages {
             let header = part_header(&message)?;
-            let source = header.source.clone().unwrap_or_default();
-            let cursor = cursors.get(&source).copied().unwrap_or(0);
+            let source = header.source.as_deref().unwrap_or_default();
+            let cursor = merger.cursor(source);
+            let other_key = merger
+                .key_id()
+                .is_some_and(|key_id| key_id != header.key_id.as_deref());
             if header.next_cursor <= cursor {
                 outcome.duplicates += 1;
                 done.push(message);
-            } else if header.after == cursor {
-                cursors.insert(source, header.next_cursor);
-                taken.push((message, header));
-            } else if header.after > cursor {
-                // An earlier message of this source is due for re-delivery.
+            } else if header.after == cursor && !other_key {
+                merger
+                    .push(&message.payload)
+                    .map_err(|e| foreign(&message, e.to_string()))?;
+                outcome.messages += 1;
+                outcome.records += header.count;
+                taken.push(message);
+            } else if header.after >= cursor {
+                // An earlier message of this source is due for re-delivery, or this one
+                // is under another key than the file's (a key rotation): it goes into
+                // the next file.
                 let delivered = message.info().map_or(0, |i| i.delivered);
-                if delivered >= MAX_HOLE_DELIVERIES {
+                if delivered >= MAX_HOLE_DELIVERIES && !other_key {
                     return Err(foreign(
                         &message,
                         format!(
@@ -493,10 +338,22 @@ impl Puller {
             }
         }
         if !taken.is_empty() {
-            let bytes = encode(config, name, &state.cursors, &taken);
+            let export = merger.finish();
+            let cursors: BTreeMap<String, u64> = state
+                .cursors
+                .clone()
+                .into_iter()
+                .chain(
+                    export
+                        .header()
+                        .sources
+                        .iter()
+                        .flatten()
+                        .map(|(source, range)| (source.clone(), range.next_cursor)),
+                )
+                .collect();
+            let bytes = export.to_msgpack();
             outcome.bytes = bytes.len() as u64;
-            outcome.messages = taken.len() as u64;
-            outcome.records = taken.iter().map(|(_, h)| h.count).sum();
             // Two steps, so a crash between the file and the state is told apart
             // from one before the file: the pending cursors hold only if it exists.
             state.pending = Some(Pending {
@@ -513,7 +370,7 @@ impl Puller {
         if !ack {
             return Ok(outcome);
         }
-        for message in taken.iter().map(|(m, _)| m).chain(&done) {
+        for message in taken.iter().chain(&done) {
             message
                 .ack()
                 .await
@@ -611,51 +468,6 @@ fn part_header(message: &jetstream::Message) -> Result<ExportHeader, RelayError>
     Ok(header)
 }
 
-/// The pull file of `taken`, moving each source on from `before`.
-fn encode(
-    config: &RelayConfig,
-    consumer: &str,
-    before: &BTreeMap<String, u64>,
-    taken: &[(jetstream::Message, ExportHeader)],
-) -> Vec<u8> {
-    let mut sources: BTreeMap<String, SourceRange> = BTreeMap::new();
-    for (_, h) in taken {
-        let source = h.source.clone().unwrap_or_default();
-        let after = before.get(&source).copied().unwrap_or(0);
-        let range = sources.entry(source).or_insert(SourceRange {
-            after,
-            next_cursor: after,
-            records: 0,
-            gaps: Vec::new(),
-        });
-        range.next_cursor = h.next_cursor;
-        range.records += h.count;
-        range.gaps.extend(h.gap);
-    }
-    let header = PullHeader {
-        format: PULL_FORMAT.to_owned(),
-        version: PULL_VERSION,
-        stream: config.stream.clone(),
-        consumer: consumer.to_owned(),
-        parts: taken.len() as u64,
-        records: taken.iter().map(|(_, h)| h.count).sum(),
-        sources,
-    };
-    let payload: usize = taken.iter().map(|(m, _)| m.payload.len() + 5).sum();
-    let mut out = Vec::with_capacity(payload + 1024);
-    // Writing plain values to a Vec cannot fail.
-    let _ = rmp_serde::encode::write_named(&mut out, &header);
-    for (message, _) in taken {
-        let _ = rmp::encode::write_bin(&mut out, &message.payload);
-    }
-    let trailer = PullTrailer {
-        parts: header.parts,
-        checksum: blake3::hash(&out).to_hex().to_string(),
-    };
-    let _ = rmp_serde::encode::write_named(&mut out, &trailer);
-    out
-}
-
 fn load_state(path: &Path) -> Result<PullerState, RelayError> {
     let bytes = match std::fs::read(path) {
         Ok(bytes) => bytes,
@@ -684,20 +496,21 @@ fn load_state(path: &Path) -> Result<PullerState, RelayError> {
     Ok(state)
 }
 
-/// Whether the pending file is on disk: a pull file whose sources reach the pending
-/// cursors.
+/// Whether the pending file is on disk: a merged export whose sources reach the
+/// pending cursors.
 fn written(pending: &Pending) -> bool {
     let Ok(bytes) = std::fs::read(&pending.path) else {
         return false;
     };
-    let Ok(header) = rmp_serde::decode::from_read::<_, PullHeader>(bytes.as_slice()) else {
+    let Ok(header) = rmp_serde::decode::from_read::<_, ExportHeader>(bytes.as_slice()) else {
         return false;
     };
-    !header.sources.is_empty()
-        && header
-            .sources
-            .iter()
-            .all(|(source, range)| pending.cursors.get(source) == Some(&range.next_cursor))
+    header.sources.is_some_and(|sources| {
+        !sources.is_empty()
+            && sources
+                .iter()
+                .all(|(source, range)| pending.cursors.get(source) == Some(&range.next_cursor))
+    })
 }
 
 fn save_state(path: &Path, state: &PullerState) -> Result<(), RelayError> {

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::wire::value_len;
 use crate::{Collector, Event, RecordError, Rule};
 
 /// How a batch is encoded.
@@ -109,62 +110,6 @@ fn split_msgpack(body: &[u8], max: usize) -> Result<Vec<Item>, SplitError> {
     Ok(items)
 }
 
-/// The byte length of the MessagePack value at the start of `buf`, or `None` when it is
-/// truncated or holds a reserved marker. Iterative: nesting costs no stack.
-fn value_len(buf: &[u8]) -> Option<usize> {
-    let mut at = 0usize;
-    // Values still to skip.
-    let mut pending: u64 = 1;
-    let take = |at: usize, n: usize| -> Option<u64> {
-        let bytes = buf.get(at..at.checked_add(n)?)?;
-        Some(bytes.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b)))
-    };
-    while pending > 0 {
-        pending -= 1;
-        let marker = *buf.get(at)?;
-        at += 1;
-        // (bytes of length field, bytes of payload per unit, children per unit)
-        let (skip, children): (u64, u64) = match marker {
-            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => (0, 0),
-            0x80..=0x8f => (0, u64::from(marker & 0x0f) * 2),
-            0x90..=0x9f => (0, u64::from(marker & 0x0f)),
-            0xa0..=0xbf => (u64::from(marker & 0x1f), 0),
-            0xc4 | 0xd9 => (1 + take(at, 1)?, 0),
-            0xc5 | 0xda => (2 + take(at, 2)?, 0),
-            0xc6 | 0xdb => (4 + take(at, 4)?, 0),
-            0xc7 => (1 + 1 + take(at, 1)?, 0),
-            0xc8 => (2 + 1 + take(at, 2)?, 0),
-            0xc9 => (4 + 1 + take(at, 4)?, 0),
-            0xca => (4, 0),
-            0xcb => (8, 0),
-            0xcc | 0xd0 => (1, 0),
-            0xcd | 0xd1 => (2, 0),
-            0xce | 0xd2 => (4, 0),
-            0xcf | 0xd3 => (8, 0),
-            0xd4 => (2, 0),
-            0xd5 => (3, 0),
-            0xd6 => (5, 0),
-            0xd7 => (9, 0),
-            0xd8 => (17, 0),
-            0xdc => (2, take(at, 2)?),
-            0xdd => (4, take(at, 4)?),
-            0xde => (2, take(at, 2)? * 2),
-            0xdf => (4, take(at, 4)? * 2),
-            0xc1 => return None,
-        };
-        at = at.checked_add(usize::try_from(skip).ok()?)?;
-        if at > buf.len() {
-            return None;
-        }
-        // Each child is at least one byte: a count past the rest is truncated.
-        pending = pending.checked_add(children)?;
-        if pending > (buf.len() - at) as u64 {
-            return None;
-        }
-    }
-    Some(at)
-}
-
 /// One event of a batch that was not stored because it is invalid or malformed.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Rejected {
@@ -266,20 +211,6 @@ mod tests {
 
     fn mp<T: Serialize>(value: &T) -> Vec<u8> {
         rmp_serde::to_vec_named(value).unwrap()
-    }
-
-    #[test]
-    fn smoke_value_len_delimits_nested_values() {
-        let value =
-            serde_json::json!({"a": [1, 2.5, "x", null, true, {"b": [[]]}], "c": "y".repeat(300)});
-        let bytes = mp(&value);
-        assert_eq!(value_len(&bytes), Some(bytes.len()));
-        for cut in 0..bytes.len() {
-            assert_eq!(value_len(&bytes[..cut]), None, "cut at {cut}");
-        }
-        assert_eq!(value_len(&[0xc1]), None);
-        // An array claiming more children than there are bytes.
-        assert_eq!(value_len(&[0xdd, 0xff, 0xff, 0xff, 0xff]), None);
     }
 
     #[test]

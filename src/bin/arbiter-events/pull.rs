@@ -1,12 +1,12 @@
 //! `pull`: one pull from the relay's stream through a durable consumer, written as one
-//! pull file; `pull --read FILE` checks a pull file and prints what it holds.
+//! merged export; `pull --read FILE` checks a pull file and prints its header.
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use arbiter_events::relay::{PullerState, read_pull_file};
-use arbiter_events::{MacKey, Puller};
+use arbiter_events::relay::PullerState;
+use arbiter_events::{MacKey, Puller, read_export, read_export_verified};
 use serde::Serialize;
 
 use crate::relay::settings;
@@ -44,11 +44,13 @@ pub(crate) struct Args {
     /// not acked comes back after it.
     #[arg(long, default_value_t = 30)]
     ack_wait_secs: u64,
-    /// Check a pull file (and every export in it) and print its header as JSON.
+    /// Check a pull file (a merged export) and print its header as JSON.
     #[arg(long, conflicts_with_all = ["consumer", "out"])]
     read: Option<PathBuf>,
-    /// With --read: also verify each export's MAC with this key file.
-    #[arg(long, requires = "read")]
+    /// The fleet's MAC key file (`arbiter-events key mac`): each message's MAC is
+    /// verified before it is taken and the pull file is signed; with --read, the file's
+    /// MAC is verified.
+    #[arg(long)]
     mac_key_file: Option<PathBuf>,
 }
 
@@ -64,13 +66,19 @@ struct Printed<'a> {
 }
 
 pub(crate) fn run(args: Args) -> CliResult {
+    let key = args
+        .mac_key_file
+        .as_ref()
+        .map(MacKey::from_file)
+        .transpose()?;
     if let Some(path) = &args.read {
-        let key = args
-            .mac_key_file
-            .as_ref()
-            .map(MacKey::from_file)
-            .transpose()?;
-        let file = read_pull_file(path, key.as_ref())?;
+        let input = std::fs::File::open(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let input = std::io::BufReader::new(input);
+        let file = match &key {
+            Some(key) => read_export_verified(input, key)?,
+            None => read_export(input)?,
+        };
         let mut out = Out::stdout();
         serde_json::to_writer_pretty(&mut out, &file.header)?;
         writeln!(out)?;
@@ -93,6 +101,7 @@ pub(crate) fn run(args: Args) -> CliResult {
     puller.max_messages = args.max_messages.max(1);
     puller.wait = Duration::from_millis(args.wait_ms.max(1));
     puller.ack_wait = Duration::from_secs(args.ack_wait_secs.max(1));
+    puller.mac_key = key;
     let outcome = puller.pull(out_path)?;
     let mut out = Out::stdout();
     serde_json::to_writer_pretty(

@@ -101,6 +101,16 @@ pub enum ExportError {
         /// What is wrong, with the path when read from a file.
         reason: String,
     },
+    /// An export cannot join a merged export: it is not a version 2 export of one
+    /// source, it is filtered, it does not follow what was merged of its source, or its
+    /// records were pseudonymized under another key than the others'.
+    #[error("cannot merge the export of source {source_id:?}: {reason}")]
+    NotMergeable {
+        /// The export's source id, when it has one.
+        source_id: Option<String>,
+        /// What is wrong.
+        reason: String,
+    },
     /// A value could not be encoded.
     #[error("cannot encode export: {0}")]
     Encode(String),

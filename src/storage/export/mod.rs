@@ -2,6 +2,7 @@
 //! self-checking MessagePack layout (header, named-map records, trailer).
 
 mod error;
+mod merge;
 
 use std::io::{Read, Write};
 use std::sync::Mutex;
@@ -15,6 +16,7 @@ use crate::contract::event::{Event, EventKind};
 use crate::contract::key::AnonymizationKey;
 use crate::storage::store::{Meta, Store};
 pub use error::ExportError;
+pub use merge::{ExportMerger, SourceRange};
 
 /// The `format` of every export header.
 pub const EXPORT_FORMAT: &str = "arbiter-events/export";
@@ -224,6 +226,12 @@ pub struct ExportHeader {
     /// Written only when true; files without it read as false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub unsynced: bool,
+    /// A merged export ([`ExportMerger`]) of several sources' records: per source, the
+    /// seq range the file moves it over and the gaps in it. Each record then carries its
+    /// `source`, and `source`, `after`, `next_cursor`, `gap` and the seqs above are unset
+    /// (zero or `None`): cursors are per source. Written only in merged exports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sources: Option<std::collections::BTreeMap<String, SourceRange>>,
 }
 
 /// The last value of an export file: lets a reader detect truncation and corruption,
@@ -339,6 +347,10 @@ pub struct Record {
     /// When the thing happened, as the caller said
     /// ([`Collector::record_at`](crate::Collector::record_at)); `None` when not given.
     pub occurred_at: Option<OffsetDateTime>,
+    /// The source that recorded it, in a merged export of several sources
+    /// ([`ExportMerger`]); `None` in an export of one collector or data directory, whose
+    /// header names the source.
+    pub source: Option<String>,
     /// The event, anonymized per the collector's policy.
     pub event: Event,
 }
@@ -346,6 +358,8 @@ pub struct Record {
 #[derive(Serialize)]
 struct RecordRef<'a> {
     seq: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source: Option<&'a str>,
     time: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     occurred_at: Option<i64>,
@@ -357,6 +371,7 @@ impl Serialize for Record {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         RecordRef {
             seq: self.seq,
+            source: self.source.as_deref(),
             time: unix_nanos(self.time),
             occurred_at: self.occurred_at.map(unix_nanos),
             event: &self.event,
@@ -381,6 +396,8 @@ struct RecordVisitor;
 #[derive(Deserialize)]
 struct BufferedRecord {
     seq: u64,
+    #[serde(default)]
+    source: Option<String>,
     time: i64,
     #[serde(default)]
     occurred_at: Option<i64>,
@@ -388,17 +405,32 @@ struct BufferedRecord {
     event: Event,
 }
 
-fn slow_record<'de, A: serde::de::MapAccess<'de>>(
-    first: std::borrow::Cow<'de, str>,
+/// The fields read before a record's event fields.
+#[derive(Default)]
+struct Prefix {
     seq: Option<u64>,
+    source: Option<String>,
     time: Option<i64>,
     occurred_at: Option<i64>,
     kind: Option<EventKind>,
+}
+
+fn slow_record<'de, A: serde::de::MapAccess<'de>>(
+    first: std::borrow::Cow<'de, str>,
+    prefix: Prefix,
     mut map: A,
 ) -> Result<Record, A::Error> {
     use serde::de::Error;
+    let Prefix {
+        seq,
+        source,
+        time,
+        occurred_at,
+        kind,
+    } = prefix;
     let mut fields = serde_json::Map::new();
     fields.extend(seq.map(|v| ("seq".to_owned(), v.into())));
+    fields.extend(source.map(|v| ("source".to_owned(), v.into())));
     fields.extend(time.map(|v| ("time".to_owned(), v.into())));
     fields.extend(occurred_at.map(|v| ("occurred_at".to_owned(), v.into())));
     fields.extend(kind.map(|k| ("type".to_owned(), k.as_str().into())));
@@ -412,6 +444,7 @@ fn slow_record<'de, A: serde::de::MapAccess<'de>>(
         seq: r.seq,
         time: datetime(r.time),
         occurred_at: r.occurred_at.map(datetime),
+        source: r.source,
         event: r.event,
     })
 }
@@ -425,36 +458,38 @@ impl<'de> serde::de::Visitor<'de> for RecordVisitor {
 
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Record, A::Error> {
         use serde::de::Error;
-        let (mut seq, mut time, mut kind, mut occurred_at) = (None, None, None, None);
-        while seq.is_none() || time.is_none() || kind.is_none() {
+        let mut p = Prefix::default();
+        while p.seq.is_none() || p.time.is_none() || p.kind.is_none() {
             let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? else {
                 return Err(A::Error::custom(
                     "record ends before `seq`, `time` and `type`",
                 ));
             };
             match key.as_ref() {
-                "seq" if seq.is_none() => seq = Some(map.next_value::<u64>()?),
-                "time" if time.is_none() => time = Some(map.next_value::<i64>()?),
-                "occurred_at" if occurred_at.is_none() => {
-                    occurred_at = Some(map.next_value::<i64>()?);
+                "seq" if p.seq.is_none() => p.seq = Some(map.next_value::<u64>()?),
+                "source" if p.source.is_none() => p.source = Some(map.next_value::<String>()?),
+                "time" if p.time.is_none() => p.time = Some(map.next_value::<i64>()?),
+                "occurred_at" if p.occurred_at.is_none() => {
+                    p.occurred_at = Some(map.next_value::<i64>()?);
                 }
-                "type" if kind.is_none() => {
+                "type" if p.kind.is_none() => {
                     let name = map.next_value::<std::borrow::Cow<'de, str>>()?;
                     let k = EventKind::from_name(&name)
                         .ok_or_else(|| A::Error::custom(format!("unknown event type `{name}`")))?;
-                    kind = Some(k);
+                    p.kind = Some(k);
                 }
-                _ => return slow_record(key, seq, time, occurred_at, kind, map),
+                _ => return slow_record(key, p, map),
             }
         }
-        let (Some(seq), Some(time), Some(kind)) = (seq, time, kind) else {
+        let (Some(seq), Some(time), Some(kind)) = (p.seq, p.time, p.kind) else {
             return Err(A::Error::custom("record without `seq`, `time` or `type`"));
         };
         let event = Event::from_fields(kind, serde::de::value::MapAccessDeserializer::new(map))?;
         Ok(Record {
             seq,
             time: datetime(time),
-            occurred_at: occurred_at.map(datetime),
+            occurred_at: p.occurred_at.map(datetime),
+            source: p.source,
             event,
         })
     }
@@ -834,6 +869,7 @@ impl<'r> Builder<'r> {
             first_seq: self.first_seq,
             last_seq: self.last_seq,
             unsynced: false,
+            sources: None,
         };
         let mut header_bytes = Vec::with_capacity(256);
         // Writing plain fields to a Vec cannot fail.
@@ -1122,13 +1158,16 @@ fn read(bytes: &[u8]) -> Result<ExportFile, ExportError> {
             reason: "bytes after the trailer".to_owned(),
         });
     }
-    if v1 && (header.source.is_some() || trailer.mac.is_some()) {
+    if v1 && (header.source.is_some() || header.sources.is_some() || trailer.mac.is_some()) {
         return Err(ExportError::HeaderMismatch {
             field: "version",
-            reason: "a version 1 file has no `source` and no `mac`".to_owned(),
+            reason: "a version 1 file has no `source`, `sources` or `mac`".to_owned(),
         });
     }
-    check_header(&header, &records)?;
+    match &header.sources {
+        Some(sources) => merge::check_merged(&header, sources, &records)?,
+        None => check_header(&header, &records)?,
+    }
     Ok(ExportFile {
         header,
         records,
@@ -1141,22 +1180,62 @@ fn read(bytes: &[u8]) -> Result<ExportFile, ExportError> {
 fn check_header(h: &ExportHeader, records: &[Record]) -> Result<(), ExportError> {
     let refuse =
         |field: &'static str, reason: String| Err(ExportError::HeaderMismatch { field, reason });
-    if h.key_id.is_some() != (h.anonymization == AnonymizationMode::Pseudonymize) {
+    check_identity(h)?;
+    if let Some(r) = records.iter().find(|r| r.source.is_some()) {
         return refuse(
-            "key_id",
+            "sources",
             format!(
-                "`key_id` must be given exactly when identifiers are pseudonyms (anonymization {:?})",
-                h.anonymization
+                "record seq {} names a source in an export of one source",
+                r.seq
             ),
         );
     }
-    if let Some(source) = &h.source
-        && !crate::contract::config::is_valid_source(source)
-    {
-        return refuse("source", format!("{source:?} is not a valid source id"));
+    let seqs: Vec<u64> = records.iter().map(|r| r.seq).collect();
+    check_cursors(h, &seqs)?;
+    if let Some(kinds) = &h.kinds {
+        if kinds.is_empty() {
+            return refuse("kinds", "an empty list of kinds".to_owned());
+        }
+        if let Some(r) = records.iter().find(|r| !kinds.contains(&r.event.kind())) {
+            return refuse(
+                "kinds",
+                format!(
+                    "record seq {} is a {}, not one of the kinds",
+                    r.seq,
+                    r.event.kind().as_str()
+                ),
+            );
+        }
     }
-    let first = records.first().map(|r| r.seq);
-    let last = records.last().map(|r| r.seq);
+    if let (Some(since), Some(until)) = (h.since, h.until)
+        && since >= until
+    {
+        return refuse("since", format!("{since} is not before `until` {until}"));
+    }
+    for r in records {
+        let time = unix_nanos(r.time);
+        if h.since.is_some_and(|s| time < s) {
+            return refuse(
+                "since",
+                format!("record seq {} at {time} is before it", r.seq),
+            );
+        }
+        if h.until.is_some_and(|u| time >= u) {
+            return refuse(
+                "until",
+                format!("record seq {} at {time} is not before it", r.seq),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Checks the header's seqs, cursors, gap and limit against the records' seqs.
+fn check_cursors(h: &ExportHeader, seqs: &[u64]) -> Result<(), ExportError> {
+    let refuse =
+        |field: &'static str, reason: String| Err(ExportError::HeaderMismatch { field, reason });
+    let first = seqs.first().copied();
+    let last = seqs.last().copied();
     if h.first_seq != first {
         return refuse(
             "first_seq",
@@ -1173,17 +1252,16 @@ fn check_header(h: &ExportHeader, records: &[Record]) -> Result<(), ExportError>
         );
     }
     let mut previous = h.after;
-    for record in records {
-        if record.seq <= previous {
+    for &seq in seqs {
+        if seq <= previous {
             return refuse(
                 "after",
                 format!(
-                    "record seq {} does not follow {previous} (seqs must increase after `after`)",
-                    record.seq
+                    "record seq {seq} does not follow {previous} (seqs must increase after `after`)"
                 ),
             );
         }
-        previous = record.seq;
+        previous = seq;
     }
     if h.next_cursor < previous {
         return refuse(
@@ -1246,40 +1324,27 @@ fn check_header(h: &ExportHeader, records: &[Record]) -> Result<(), ExportError>
             );
         }
     }
-    if let Some(kinds) = &h.kinds {
-        if kinds.is_empty() {
-            return refuse("kinds", "an empty list of kinds".to_owned());
-        }
-        if let Some(r) = records.iter().find(|r| !kinds.contains(&r.event.kind())) {
-            return refuse(
-                "kinds",
-                format!(
-                    "record seq {} is a {}, not one of the kinds",
-                    r.seq,
-                    r.event.kind().as_str()
-                ),
-            );
-        }
+    Ok(())
+}
+
+/// Checks that the header's `key_id` goes with its anonymization mode and that its
+/// source id is valid.
+fn check_identity(h: &ExportHeader) -> Result<(), ExportError> {
+    let refuse =
+        |field: &'static str, reason: String| Err(ExportError::HeaderMismatch { field, reason });
+    if h.key_id.is_some() != (h.anonymization == AnonymizationMode::Pseudonymize) {
+        return refuse(
+            "key_id",
+            format!(
+                "`key_id` must be given exactly when identifiers are pseudonyms (anonymization {:?})",
+                h.anonymization
+            ),
+        );
     }
-    if let (Some(since), Some(until)) = (h.since, h.until)
-        && since >= until
+    if let Some(source) = &h.source
+        && !crate::contract::config::is_valid_source(source)
     {
-        return refuse("since", format!("{since} is not before `until` {until}"));
-    }
-    for r in records {
-        let time = unix_nanos(r.time);
-        if h.since.is_some_and(|s| time < s) {
-            return refuse(
-                "since",
-                format!("record seq {} at {time} is before it", r.seq),
-            );
-        }
-        if h.until.is_some_and(|u| time >= u) {
-            return refuse(
-                "until",
-                format!("record seq {} at {time} is not before it", r.seq),
-            );
-        }
+        return refuse("source", format!("{source:?} is not a valid source id"));
     }
     Ok(())
 }
