@@ -136,6 +136,10 @@ pub struct Report {
     pub records: u64,
     /// Agents folded into the `other` row since the aggregates began.
     pub folded_agents: u64,
+    /// Records in the window that the live analytics stage did not fold because it had
+    /// fallen behind (`Collector::analytics().skipped` counts them over all time): the
+    /// figures undercount by this many. Always 0 for reports over records read back.
+    pub skipped: u64,
     /// The rows: `overall` first for [`Grouping::Overall`], else one per group with
     /// records in the window, largest first (then by name), `other` last.
     pub groups: Vec<GroupReport>,
@@ -535,7 +539,11 @@ impl Aggregates {
                 .map(Tally::total_events)
                 .sum(),
             folded_agents: self.folded_agents,
-            groups: groups.into_iter().map(Row::finish).collect(),
+            skipped: 0,
+            groups: groups
+                .into_iter()
+                .map(|r| r.finish(&self.mapping))
+                .collect(),
         }
     }
 }
