@@ -100,6 +100,8 @@ pub(crate) struct LiveAnalytics {
     buckets: usize,
     folded: AtomicU64,
     skipped: AtomicU64,
+    /// The width of one bucket, in nanoseconds.
+    width: i64,
     /// Records skipped per bucket start (Unix nanoseconds), the last `buckets` buckets:
     /// written by the worker only when it skips a batch.
     skipped_buckets: Mutex<VecDeque<(i64, u64)>>,
@@ -196,6 +198,7 @@ impl LiveAnalytics {
             buckets: config.buckets,
             folded: AtomicU64::new(0),
             skipped: AtomicU64::new(0),
+            width: config.bucket_nanos(),
             skipped_buckets: Mutex::new(VecDeque::new()),
             fired: AtomicU64::new(0),
             undelivered: AtomicU64::new(0),
@@ -208,7 +211,7 @@ impl LiveAnalytics {
     /// their time (non-decreasing, so nearly always the newest bucket).
     fn count_skipped(&self, batch: &[(i64, Event)]) {
         self.skipped.fetch_add(batch.len() as u64, Relaxed);
-        let width = self.bucket_nanos();
+        let width = self.width;
         let mut buckets = self
             .skipped_buckets
             .lock()
@@ -238,10 +241,6 @@ impl LiveAnalytics {
             .filter(|(start, _)| (since..until).contains(start))
             .map(|(_, n)| n)
             .sum()
-    }
-
-    fn bucket_nanos(&self) -> i64 {
-        (self.bucket_secs as i64).saturating_mul(1_000_000_000)
     }
 }
 
