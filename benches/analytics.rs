@@ -2,22 +2,26 @@
 //! agents at 100k and 1M records (it should not depend on the record count), and how much
 //! memory the aggregates hold with 10,000 distinct agents.
 //!
+//! It measures `DataDir::report` over a data directory of 1M records written by the
+//! library (records read and folded per second).
+//!
 //! It also measures end-to-end ingest (one producer, `record()` to stored) with the
 //! live analytics stage and three alert rules on against the same with `analytics.enabled
 //! = false`, alternating in the same run, and the live `Collector::report`.
 //!
-//! `cargo bench --bench analytics`
+//! `cargo bench --bench analytics [history|ingest|live|aggregator]` (all by default)
 
 use std::hint::black_box;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 #[path = "support/mod.rs"]
 mod support;
 
 use arbiter_events::{
-    Aggregator, AnalyticsConfig, Collector, Config, Event, Grouping, ManualClock, OutcomeStatus,
-    Overflow, ReportRequest, RoutingDecision, RoutingStrategy, TaskCompleted, TaskOutcome,
-    ThinkingBudgetUsed, Trend,
+    Aggregator, AnalyticsConfig, Collector, Config, DataDir, Event, Grouping, ManualClock,
+    OutcomeStatus, Overflow, ReportRequest, RoutingDecision, RoutingStrategy, TaskCompleted,
+    TaskOutcome, ThinkingBudgetUsed, Trend,
 };
 use time::OffsetDateTime;
 
@@ -177,6 +181,21 @@ fn ingest_comparison() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// The reports the live and history figures time, over the last hour: overall with a
+/// trend, and by agent without one.
+fn overall_and_by_agent() -> [(&'static str, ReportRequest); 2] {
+    let hour = Duration::from_secs(3600);
+    [
+        ("overall, trend", ReportRequest::last(hour)),
+        (
+            "by_agent, no trend",
+            ReportRequest::last(hour)
+                .by(Grouping::ByAgent)
+                .trend(Trend::None),
+        ),
+    ]
+}
+
 /// `Collector::report` over the live window with 1,000 agents, at 100k and 1M records
 /// spread over the hour the buckets keep (a manual clock moves 3.6 s per 1/1000th).
 fn live_report() -> Result<(), Box<dyn std::error::Error>> {
@@ -213,16 +232,7 @@ fn live_report() -> Result<(), Box<dyn std::error::Error>> {
         while collector.analytics().folded + collector.analytics().skipped < n {
             std::thread::sleep(Duration::from_millis(1));
         }
-        let hour = Duration::from_secs(3600);
-        for (label, request) in [
-            ("overall, trend", ReportRequest::last(hour)),
-            (
-                "by_agent, no trend",
-                ReportRequest::last(hour)
-                    .by(Grouping::ByAgent)
-                    .trend(Trend::None),
-            ),
-        ] {
+        for (label, request) in overall_and_by_agent() {
             let mut times: Vec<Duration> = (0..21)
                 .map(|_| {
                     let started = Instant::now();
@@ -241,9 +251,73 @@ fn live_report() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// `DataDir::report` over a data directory of 1M records of the benches' mixed stream
+/// (16 agents), written by a collector over one hour of a manual clock; the report's
+/// window is that hour, so every record is read, decoded and folded. Median of 5.
+fn history_report() -> Result<(), Box<dyn std::error::Error>> {
+    const N: usize = 1_000_000;
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-analytics");
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    let mut config = Config::default();
+    config.queue.overflow = Overflow::Block;
+    config.retention.max_events = 2_000_000;
+    config.retention.max_bytes = 1 << 30;
+    config.storage.data_dir = Some(dir.clone());
+    config.storage.max_disk_bytes = 1 << 40;
+    config.analytics.enabled = false;
+    let clock = ManualClock::new(T0);
+    let collector = Collector::builder()
+        .config(config)
+        .clock(clock.clone())
+        .build()?;
+    for (i, event) in support::events(N, 3).into_iter().enumerate() {
+        if i % (N / 1000) == 0 {
+            clock.advance(Duration::from_millis(3600));
+        }
+        collector.record(event)?;
+    }
+    collector.flush(Duration::from_secs(300))?;
+    collector.shutdown(Duration::from_secs(60))?;
+    let data = DataDir::open(&dir)?;
+    let now = OffsetDateTime::from_unix_timestamp_nanos(i128::from(T0) + 3_601_000_000_000)?;
+    for (label, request) in overall_and_by_agent() {
+        let mut runs = Vec::new();
+        let mut records = 0;
+        for _ in 0..5 {
+            let started = Instant::now();
+            let report = data.report(&AnalyticsConfig::default(), &request, now)?;
+            runs.push(started.elapsed());
+            records = report.records;
+        }
+        runs.sort();
+        let t = runs[runs.len() / 2];
+        println!(
+            "  history report {records} records, {label:<20} {:>8.1} ms, {:>5.2} M records/s",
+            t.as_secs_f64() * 1e3,
+            records as f64 / t.as_secs_f64() / 1e6
+        );
+    }
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    ingest_comparison()?;
-    live_report()?;
+    let only = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let wanted = |name: &str| only.as_deref().is_none_or(|o| name.starts_with(o));
+    if wanted("history") {
+        history_report()?;
+    }
+    if wanted("ingest") {
+        ingest_comparison()?;
+    }
+    if wanted("live") {
+        live_report()?;
+    }
+    if !wanted("aggregator") {
+        return Ok(());
+    }
     let config = AnalyticsConfig::default();
     println!(
         "analytics: bucket {} s x {} buckets, max_agents {}",

@@ -6,9 +6,8 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::BuildHasher;
 
 use foldhash::fast::FixedState;
-use sketches_ddsketch::Config as SketchConfig;
 
-use super::sketch::{DEFAULT_RELATIVE_ERROR, sketch_config};
+use super::sketch::{DEFAULT_RELATIVE_ERROR, Mapping};
 use super::tally::Tally;
 use crate::contract::analytics::AnalyticsConfig;
 use crate::contract::event::{Event, EventKind, RoutingStrategy};
@@ -75,9 +74,9 @@ impl Bucket {
     }
 
     /// Merges the per-kind rows into `into`: the bucket's overall row.
-    pub(crate) fn overall_into(&self, config: &SketchConfig, into: &mut Tally) {
+    pub(crate) fn overall_into(&self, into: &mut Tally) {
         for t in &self.kinds {
-            into.merge(config, t);
+            into.merge(t);
         }
     }
 
@@ -124,7 +123,7 @@ pub(crate) struct Aggregates {
     pub(crate) width: i64,
     capacity: usize,
     max_agents: usize,
-    pub(crate) sketch: SketchConfig,
+    pub(crate) mapping: Mapping,
     pub(crate) buckets: VecDeque<Bucket>,
     slots: HashMap<u64, u32, FixedState>,
     pub(crate) agents: Vec<Option<Agent>>,
@@ -145,7 +144,7 @@ impl Aggregates {
             width: config.bucket_nanos(),
             capacity: config.buckets,
             max_agents: config.max_agents,
-            sketch: sketch_config(DEFAULT_RELATIVE_ERROR),
+            mapping: Mapping::new(DEFAULT_RELATIVE_ERROR),
             buckets: VecDeque::with_capacity(config.buckets),
             slots: HashMap::default(),
             agents: Vec::new(),
@@ -193,18 +192,18 @@ impl Aggregates {
             let agent = agent.map(|(hash, _)| hash);
             self.remember(task, TaskContext { agent, strategy });
         }
-        let sketch = self.sketch;
+        let mapping = self.mapping;
         let Some(bucket) = self.buckets.get_mut(at) else {
             return;
         };
-        bucket.kinds[event.kind().index()].add(&sketch, event);
+        bucket.kinds[event.kind().index()].add(&mapping, event);
         match agent {
-            Some((_, Some(slot))) => bucket.agents.entry(slot).or_default().add(&sketch, event),
-            Some((_, None)) => bucket.other.add(&sketch, event),
+            Some((_, Some(slot))) => bucket.agents.entry(slot).or_default().add(&mapping, event),
+            Some((_, None)) => bucket.other.add(&mapping, event),
             None => {}
         }
         if let Some(s) = strategy {
-            bucket.strategies[strategy_index(s)].add(&sketch, event);
+            bucket.strategies[strategy_index(s)].add(&mapping, event);
         }
     }
 
@@ -303,10 +302,9 @@ impl Aggregates {
         if let Some(agent) = self.agents.get_mut(slot as usize).and_then(Option::take) {
             self.slots.remove(&agent.hash);
         }
-        let sketch = self.sketch;
         for bucket in &mut self.buckets {
             if let Some(row) = bucket.agents.remove(&slot) {
-                bucket.other.merge(&sketch, &row);
+                bucket.other.merge(&row);
             }
         }
         self.free.push(slot);

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use super::aggregates::Aggregates;
 use super::report::Figures;
+use super::sketch::Mapping;
 use super::tally::Tally;
 use crate::contract::analytics::{
     AlertKind, AlertRule, AlertRuleError, AlertScope, validate_alerts,
@@ -130,12 +131,17 @@ impl Alerting {
                         &mut baseline
                     };
                     if group == OVERALL {
-                        b.overall_into(&aggregates.sketch, target);
+                        b.overall_into(target);
                     } else if let Some(t) = b.agents.get(&group) {
-                        target.merge(&aggregates.sketch, t);
+                        target.merge(t);
                     }
                 }
-                let finding = check(rule, &window, rule.baseline_secs.map(|_| &baseline));
+                let finding = check(
+                    rule,
+                    &aggregates.mapping,
+                    &window,
+                    rule.baseline_secs.map(|_| &baseline),
+                );
                 let watch = self.watches.entry((index, group)).or_default();
                 let Some(f) = finding else {
                     watch.holding_since = None;
@@ -175,9 +181,14 @@ impl Alerting {
 }
 
 /// Whether `rule` is broken by `window` (against `baseline` when the rule has one).
-fn check(rule: &AlertRule, window: &Tally, baseline: Option<&Tally>) -> Option<Finding> {
-    let w = Figures::of(window);
-    let b = baseline.map(Figures::of);
+fn check(
+    rule: &AlertRule,
+    mapping: &Mapping,
+    window: &Tally,
+    baseline: Option<&Tally>,
+) -> Option<Finding> {
+    let w = Figures::of(window, mapping);
+    let b = baseline.map(|b| Figures::of(b, mapping));
     let enough = |n: u64| n >= rule.min_samples;
     let above = |observed: f64, limit: f64, base: Option<f64>, samples| {
         (observed > limit).then_some(Finding {

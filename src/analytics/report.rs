@@ -1,5 +1,6 @@
 //! Reports: the figures of a window of buckets, overall or per group, with a trend.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -7,9 +8,8 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::aggregates::{Aggregates, Bucket, STRATEGIES};
-use super::sketch::{Series, Summary};
+use super::sketch::{Mapping, Series, Summary};
 use super::tally::{ABANDONED, OTHER_RULES, Tally};
-use sketches_ddsketch::Config as SketchConfig;
 
 use crate::contract::clock::{datetime, unix_nanos};
 use crate::contract::event::EventKind;
@@ -136,6 +136,10 @@ pub struct Report {
     pub records: u64,
     /// Agents folded into the `other` row since the aggregates began.
     pub folded_agents: u64,
+    /// Records in the window that the live analytics stage did not fold because it had
+    /// fallen behind (`Collector::analytics().skipped` counts them over all time): the
+    /// figures undercount by this many. Always 0 for reports over records read back.
+    pub skipped: u64,
     /// The rows: `overall` first for [`Grouping::Overall`], else one per group with
     /// records in the window, largest first (then by name), `other` last.
     pub groups: Vec<GroupReport>,
@@ -306,7 +310,7 @@ fn ratio(n: u64, d: u64) -> Option<f64> {
 }
 
 impl Figures {
-    pub(crate) fn of(t: &Tally) -> Figures {
+    pub(crate) fn of(t: &Tally, mapping: &Mapping) -> Figures {
         let count = |k: EventKind| t.events[k.index()];
         let ends = t.task_ends;
         let ended: u64 = ends.iter().sum();
@@ -345,13 +349,13 @@ impl Figures {
                 success_rate: ratio(ends[0], ended),
                 error_rate: ratio(ends[1] + ends[2], ended),
             },
-            duration_ms: t.duration_ms.summary(),
+            duration_ms: t.duration_ms.summary(mapping),
             tokens_consumed: t.tokens_consumed,
             budget: BudgetFigures {
                 uses,
                 overspent: t.budget_overspent,
                 overspent_share: ratio(t.budget_overspent, uses),
-                utilization: t.budget_utilization.summary(),
+                utilization: t.budget_utilization.summary(mapping),
                 utilization_bands: t.budget_bands,
             },
             caws: CawsFigures {
@@ -365,16 +369,16 @@ impl Figures {
                     critical: t.violations[3],
                 },
                 top_rules: rules,
-                compliance: t.compliance.summary(),
+                compliance: t.compliance.summary(mapping),
             },
-            judgment_score: t.judgment.summary(),
+            judgment_score: t.judgment.summary(mapping),
             evaluation: EvaluationFigures {
                 count: evaluations,
                 passed: t.evaluations_passed,
                 pass_rate: ratio(t.evaluations_passed, evaluations),
-                score: t.evaluation.summary(),
+                score: t.evaluation.summary(mapping),
             },
-            routing_confidence: t.confidence.summary(),
+            routing_confidence: t.confidence.summary(mapping),
             training: TrainingFigures {
                 reward: t.reward.series(),
                 policy_loss: t.policy_loss.series(),
@@ -385,15 +389,16 @@ impl Figures {
     }
 }
 
-/// A row under construction: the window's tally and the per-bucket points.
-struct Row {
+/// A row under construction: the window's tally and the per-bucket points (borrowed from
+/// the buckets, except the overall row's, which are merged per bucket).
+struct Row<'a> {
     name: String,
     total: Tally,
-    trend: Vec<(i64, Tally)>,
+    trend: Vec<(i64, Cow<'a, Tally>)>,
 }
 
-impl Row {
-    fn new(name: String) -> Row {
+impl<'a> Row<'a> {
+    fn new(name: String) -> Row<'a> {
         Row {
             name,
             total: Tally::default(),
@@ -401,26 +406,26 @@ impl Row {
         }
     }
 
-    fn add(&mut self, config: &SketchConfig, start: i64, tally: &Tally, trend: Trend) {
+    fn add(&mut self, start: i64, tally: Cow<'a, Tally>, trend: Trend) {
         if tally.total_events() == 0 {
             return;
         }
-        self.total.merge(config, tally);
+        self.total.merge(&tally);
         if trend == Trend::PerBucket {
-            self.trend.push((start, tally.clone()));
+            self.trend.push((start, tally));
         }
     }
 
-    fn finish(self) -> GroupReport {
+    fn finish(self, mapping: &Mapping) -> GroupReport {
         GroupReport {
             group: self.name,
-            figures: Figures::of(&self.total),
+            figures: Figures::of(&self.total, mapping),
             trend: self
                 .trend
                 .iter()
                 .map(|(start, t)| TrendPoint {
                     start: datetime(*start),
-                    figures: Figures::of(t),
+                    figures: Figures::of(t, mapping),
                 })
                 .collect(),
         }
@@ -428,7 +433,9 @@ impl Row {
 }
 
 impl Aggregates {
-    /// The report of `request`, with `now` the end of a [`Window::Last`].
+    /// The report of `request`, with `now` the end of a [`Window::Last`]. Its cost is a
+    /// merge per bucket and group with records (bin counts added, nothing allocated per
+    /// record) and the figures of each row: proportional to buckets × groups.
     pub(crate) fn report(&self, request: &ReportRequest, now: i64) -> Report {
         let (since, until) = match request.window {
             Window::Last(d) => {
@@ -451,15 +458,15 @@ impl Aggregates {
             .filter(|b| b.start >= first && b.start < end)
             .collect();
         let trend = request.trend;
-        let mut rows: Vec<Row> = Vec::new();
+        let mut rows: Vec<Row<'_>> = Vec::new();
         let mut other = Row::new(OTHER_GROUP.to_string());
         match request.grouping {
             Grouping::Overall => {
                 let mut row = Row::new("overall".to_string());
                 for b in &window {
                     let mut all = Tally::default();
-                    b.overall_into(&self.sketch, &mut all);
-                    row.add(&self.sketch, b.start, &all, trend);
+                    b.overall_into(&mut all);
+                    row.add(b.start, Cow::Owned(all), trend);
                 }
                 rows.push(row);
             }
@@ -467,7 +474,7 @@ impl Aggregates {
                 for (i, kind) in EventKind::ALL.iter().enumerate() {
                     let mut row = Row::new(kind.as_str().to_string());
                     for b in &window {
-                        row.add(&self.sketch, b.start, &b.kinds[i], trend);
+                        row.add(b.start, Cow::Borrowed(&b.kinds[i]), trend);
                     }
                     rows.push(row);
                 }
@@ -476,34 +483,37 @@ impl Aggregates {
                 for (i, (_, name)) in STRATEGIES.iter().enumerate() {
                     let mut row = Row::new(name.to_string());
                     for b in &window {
-                        row.add(&self.sketch, b.start, &b.strategies[i], trend);
+                        row.add(b.start, Cow::Borrowed(&b.strategies[i]), trend);
                     }
                     rows.push(row);
                 }
             }
             Grouping::ByAgent => {
-                let mut by_slot: BTreeMap<u32, Row> = BTreeMap::new();
-                for b in &window {
-                    for (slot, tally) in &b.agents {
-                        let Some(name) = self.agent_name(*slot) else {
-                            continue;
-                        };
-                        if request.agent.as_deref().is_some_and(|a| a != name) {
-                            continue;
-                        }
-                        by_slot
-                            .entry(*slot)
-                            .or_insert_with(|| Row::new(name.to_string()))
-                            .add(&self.sketch, b.start, tally, trend);
+                // Agent by agent, so that the row being merged into stays in cache while
+                // the buckets' rows stream past.
+                for slot in self.tracked_slots() {
+                    let Some(name) = self.agent_name(slot) else {
+                        continue;
+                    };
+                    if request.agent.as_deref().is_some_and(|a| a != name) {
+                        continue;
                     }
-                    if request.agent.is_none() {
-                        other.add(&self.sketch, b.start, &b.other, trend);
+                    let mut row = Row::new(name.to_string());
+                    for b in &window {
+                        if let Some(tally) = b.agents.get(&slot) {
+                            row.add(b.start, Cow::Borrowed(tally), trend);
+                        }
+                    }
+                    rows.push(row);
+                }
+                if request.agent.is_none() {
+                    for b in &window {
+                        other.add(b.start, Cow::Borrowed(&b.other), trend);
                     }
                 }
-                rows.extend(by_slot.into_values());
             }
         }
-        let mut groups: Vec<Row> = rows
+        let mut groups: Vec<Row<'_>> = rows
             .into_iter()
             .filter(|r| r.total.total_events() > 0 || request.grouping == Grouping::Overall)
             .collect();
@@ -529,7 +539,11 @@ impl Aggregates {
                 .map(Tally::total_events)
                 .sum(),
             folded_agents: self.folded_agents,
-            groups: groups.into_iter().map(Row::finish).collect(),
+            skipped: 0,
+            groups: groups
+                .into_iter()
+                .map(|r| r.finish(&self.mapping))
+                .collect(),
         }
     }
 }

@@ -1,9 +1,7 @@
 //! What one bucket keeps of one group: counts, distributions and series, folded in O(1)
 //! per event and merged in O(size) per report.
 
-use sketches_ddsketch::Config as SketchConfig;
-
-use super::sketch::{Distribution, Moments};
+use super::sketch::{Distribution, Mapping, Moments};
 use crate::contract::event::{Event, EventKind, OutcomeStatus, Severity};
 
 /// Task ends, in report order: the four outcome statuses, then abandoned.
@@ -68,24 +66,24 @@ pub(crate) struct Tally {
 
 impl Tally {
     /// Folds one event in. Identifiers are not read here: the caller chose the group.
-    pub(crate) fn add(&mut self, config: &SketchConfig, event: &Event) {
+    pub(crate) fn add(&mut self, mapping: &Mapping, event: &Event) {
         self.events[event.kind().index()] += 1;
         match event {
             Event::TaskCompleted(e) => {
                 self.task_ends[status_index(e.outcome.status)] += 1;
-                self.duration_ms.add(config, e.duration_ms);
+                self.duration_ms.add(mapping, e.duration_ms);
                 self.tokens_consumed = self
                     .tokens_consumed
                     .saturating_add(e.outcome.tokens_consumed);
             }
             Event::TaskAbandoned(e) => {
                 self.task_ends[ABANDONED] += 1;
-                self.duration_ms.add(config, e.duration_ms);
+                self.duration_ms.add(mapping, e.duration_ms);
             }
             Event::ThinkingBudgetUsed(e) => {
                 if e.tokens_allocated > 0 {
                     let u = e.tokens_used as f64 / e.tokens_allocated as f64;
-                    self.budget_utilization.add(config, u);
+                    self.budget_utilization.add(mapping, u);
                     let band = ((u / UTILIZATION_BAND) as usize).min(UTILIZATION_BANDS - 1);
                     self.budget_bands[band] += 1;
                 }
@@ -97,20 +95,20 @@ impl Tally {
                 if e.valid {
                     self.caws_passed += 1;
                 }
-                self.compliance.add(config, e.compliance_score);
+                self.compliance.add(mapping, e.compliance_score);
                 for v in &e.violations {
                     self.violations[severity_index(v.severity)] += 1;
                     self.count_rule(v.rule.as_deref().unwrap_or(OTHER_RULES), 1);
                 }
             }
-            Event::JudgmentRecorded(e) => self.judgment.add(config, e.overall_score),
+            Event::JudgmentRecorded(e) => self.judgment.add(mapping, e.overall_score),
             Event::EvaluationOutcome(e) => {
-                self.evaluation.add(config, e.score);
+                self.evaluation.add(mapping, e.score);
                 if e.passed {
                     self.evaluations_passed += 1;
                 }
             }
-            Event::RoutingDecision(e) => self.confidence.add(config, e.confidence),
+            Event::RoutingDecision(e) => self.confidence.add(mapping, e.confidence),
             Event::RlTrainingMetrics(e) => {
                 self.reward.add(e.average_reward);
                 self.policy_loss.add(e.policy_loss);
@@ -138,7 +136,7 @@ impl Tally {
     }
 
     /// Folds another tally in, as if its events had been added here.
-    pub(crate) fn merge(&mut self, config: &SketchConfig, other: &Tally) {
+    pub(crate) fn merge(&mut self, other: &Tally) {
         for (a, b) in self.events.iter_mut().zip(other.events) {
             *a += b;
         }
@@ -151,20 +149,19 @@ impl Tally {
         for (a, b) in self.budget_bands.iter_mut().zip(other.budget_bands) {
             *a += b;
         }
-        self.duration_ms.merge(config, &other.duration_ms);
+        self.duration_ms.merge(&other.duration_ms);
         self.tokens_consumed = self.tokens_consumed.saturating_add(other.tokens_consumed);
-        self.budget_utilization
-            .merge(config, &other.budget_utilization);
+        self.budget_utilization.merge(&other.budget_utilization);
         self.budget_overspent += other.budget_overspent;
         self.caws_passed += other.caws_passed;
         for (rule, n) in &other.rules {
             self.count_rule(rule, *n);
         }
-        self.compliance.merge(config, &other.compliance);
-        self.judgment.merge(config, &other.judgment);
-        self.evaluation.merge(config, &other.evaluation);
+        self.compliance.merge(&other.compliance);
+        self.judgment.merge(&other.judgment);
+        self.evaluation.merge(&other.evaluation);
         self.evaluations_passed += other.evaluations_passed;
-        self.confidence.merge(config, &other.confidence);
+        self.confidence.merge(&other.confidence);
         self.reward.merge(&other.reward);
         self.policy_loss.merge(&other.policy_loss);
         self.value_loss.merge(&other.value_loss);

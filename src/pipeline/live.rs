@@ -7,8 +7,11 @@
 //! `record()` never touches any of it. The worker's part is a move of each event into a
 //! batch and, per batch, one `try_send` into a bounded channel of
 //! [`LIVE_QUEUE_BATCHES`]: when the stage falls behind, the batch is not folded and its
-//! records are counted in [`AnalyticsStats::skipped`]; the worker never waits for it.
+//! records are counted in [`AnalyticsStats::skipped`], and per bucket of record time, so
+//! that a live report says how many records of its window it missed; the worker never
+//! waits for the stage.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -19,6 +22,7 @@ use serde::Serialize;
 use crate::analytics::{Aggregates, Alert, Alerting, IdView, Report, ReportRequest};
 use crate::codec::anonymize::Anonymizer;
 use crate::contract::analytics::{AlertRule, AlertRuleError, AnalyticsConfig};
+use crate::contract::clock::unix_nanos;
 use crate::contract::event::{AnomalyDetected, Event};
 use crate::contract::key::{IdKind, write_pseudonym};
 use crate::pipeline::collector::{Collector, Shared};
@@ -96,6 +100,11 @@ pub(crate) struct LiveAnalytics {
     buckets: usize,
     folded: AtomicU64,
     skipped: AtomicU64,
+    /// The width of one bucket, in nanoseconds.
+    width: i64,
+    /// Records skipped per bucket start (Unix nanoseconds), the last `buckets` buckets:
+    /// written by the worker only when it skips a batch.
+    skipped_buckets: Mutex<VecDeque<(i64, u64)>>,
     fired: AtomicU64,
     undelivered: AtomicU64,
     evaluations: AtomicU64,
@@ -137,7 +146,7 @@ impl LiveFeed {
         if let Err(TrySendError::Full(mut b) | TrySendError::Disconnected(mut b)) =
             self.tx.try_send(batch)
         {
-            self.stage.skipped.fetch_add(b.len() as u64, Relaxed);
+            self.stage.count_skipped(&b);
             b.clear();
             self.batch = b;
         }
@@ -154,23 +163,7 @@ pub(crate) fn spawn(
     anonymizer: Anonymizer,
     queue: Sender<Msg>,
 ) -> Result<(Arc<LiveAnalytics>, LiveFeed), LiveError> {
-    let alerting = Alerting::new(rules, config.bucket_secs, config.buckets)?;
-    let stage = Arc::new(LiveAnalytics {
-        state: Mutex::new(State {
-            aggregates: Aggregates::new(config),
-            alerting,
-            ids: Pseudonyms(anonymizer),
-            last_evaluation: None,
-        }),
-        bucket_secs: config.bucket_secs,
-        buckets: config.buckets,
-        folded: AtomicU64::new(0),
-        skipped: AtomicU64::new(0),
-        fired: AtomicU64::new(0),
-        undelivered: AtomicU64::new(0),
-        evaluations: AtomicU64::new(0),
-        subscribers: Mutex::new(Vec::new()),
-    });
+    let stage = Arc::new(LiveAnalytics::new(config, rules, anonymizer)?);
     let (tx, rx) = crossbeam_channel::bounded(LIVE_QUEUE_BATCHES);
     let (back, spare) = crossbeam_channel::bounded(LIVE_QUEUE_BATCHES + 1);
     let thread_stage = Arc::clone(&stage);
@@ -185,6 +178,70 @@ pub(crate) fn spawn(
         stage: Arc::clone(&stage),
     };
     Ok((stage, feed))
+}
+
+impl LiveAnalytics {
+    fn new(
+        config: &AnalyticsConfig,
+        rules: Vec<AlertRule>,
+        anonymizer: Anonymizer,
+    ) -> Result<LiveAnalytics, AlertRuleError> {
+        let alerting = Alerting::new(rules, config.bucket_secs, config.buckets)?;
+        Ok(LiveAnalytics {
+            state: Mutex::new(State {
+                aggregates: Aggregates::new(config),
+                alerting,
+                ids: Pseudonyms(anonymizer),
+                last_evaluation: None,
+            }),
+            bucket_secs: config.bucket_secs,
+            buckets: config.buckets,
+            folded: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
+            width: config.bucket_nanos(),
+            skipped_buckets: Mutex::new(VecDeque::new()),
+            fired: AtomicU64::new(0),
+            undelivered: AtomicU64::new(0),
+            evaluations: AtomicU64::new(0),
+            subscribers: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Counts the records of a batch the stage will not fold, overall and per bucket of
+    /// their time (non-decreasing, so nearly always the newest bucket).
+    fn count_skipped(&self, batch: &[(i64, Event)]) {
+        self.skipped.fetch_add(batch.len() as u64, Relaxed);
+        let width = self.width;
+        let mut buckets = self
+            .skipped_buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (time, _) in batch {
+            let start = time.div_euclid(width) * width;
+            let at = buckets.partition_point(|(s, _)| *s < start);
+            let full = buckets.len() >= self.buckets;
+            match buckets.get_mut(at) {
+                Some((s, n)) if *s == start => *n += 1,
+                // Older than every bucket kept (time went back): counted in the oldest.
+                Some((_, n)) if at == 0 && full => *n += 1,
+                _ => buckets.insert(at, (start, 1)),
+            }
+        }
+        while buckets.len() > self.buckets {
+            buckets.pop_front();
+        }
+    }
+
+    /// Records skipped with a time in `since..until` (bucket edges).
+    fn skipped_between(&self, since: i64, until: i64) -> u64 {
+        self.skipped_buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .filter(|(start, _)| (since..until).contains(start))
+            .map(|(_, n)| n)
+            .sum()
+    }
 }
 
 /// Why the stage could not start.
@@ -327,8 +384,11 @@ impl LiveAnalytics {
         Ok(())
     }
 
+    /// The report of `request`, saying how many records of its window were skipped.
     fn report(&self, request: &ReportRequest, now: i64) -> Report {
-        self.lock().aggregates.report(request, now)
+        let mut report = self.lock().aggregates.report(request, now);
+        report.skipped = self.skipped_between(unix_nanos(report.since), unix_nanos(report.until));
+        report
     }
 
     fn subscribe(&self) -> Receiver<Alert> {
@@ -426,5 +486,71 @@ impl Collector {
     /// What the live analytics stage has done.
     pub fn analytics(&self) -> AnalyticsStats {
         self.live().map(|l| l.stats()).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contract::clock::datetime;
+    use crate::contract::config::AnonymizationConfig;
+    use crate::contract::event::ThinkingBudgetUsed;
+    use crate::contract::key::AnonymizationKey;
+
+    const SEC: i64 = 1_000_000_000;
+    const MINUTE: i64 = 60 * SEC;
+    /// A bucket edge.
+    const T0: i64 = 1_700_000_040 * SEC;
+
+    fn event() -> Event {
+        Event::ThinkingBudgetUsed(ThinkingBudgetUsed {
+            task_id: "t".into(),
+            tokens_used: 1,
+            tokens_allocated: 2,
+        })
+    }
+
+    #[test]
+    fn a_live_report_says_how_many_records_of_its_window_were_skipped()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let config = AnalyticsConfig {
+            bucket_secs: 60,
+            buckets: 3,
+            ..AnalyticsConfig::default()
+        };
+        let key = AnonymizationKey::from_bytes([7; 32]);
+        let anonymizer = Anonymizer::new(&key, &AnonymizationConfig::default());
+        let stage = Arc::new(LiveAnalytics::new(&config, Vec::new(), anonymizer)?);
+        // A channel of one batch that nothing drains: every batch after the first is
+        // skipped.
+        let (tx, _rx) = crossbeam_channel::bounded(1);
+        let (_back, spare) = crossbeam_channel::bounded(1);
+        let mut feed = LiveFeed {
+            tx,
+            spare,
+            batch: Vec::new(),
+            stage: Arc::clone(&stage),
+        };
+        let mut batch = |times: &[i64]| {
+            for t in times {
+                feed.push(*t, event());
+            }
+            feed.hand_over();
+        };
+        batch(&[T0]);
+        batch(&[T0, T0 + 1, T0 + 2]);
+        batch(&[T0 + MINUTE, T0 + 2 * MINUTE]);
+        assert_eq!(stage.stats().skipped, 5);
+        let now = T0 + 3 * MINUTE;
+        let last = |secs| stage.report(&ReportRequest::last(Duration::from_secs(secs)), now);
+        assert_eq!(last(60).skipped, 1, "the last bucket's");
+        assert_eq!(last(180).skipped, 5, "every bucket's");
+        let first = ReportRequest::between(datetime(T0), datetime(T0 + MINUTE));
+        assert_eq!(stage.report(&first, now).skipped, 3);
+        // Buckets beyond the `buckets` kept are forgotten, as the aggregates forget them.
+        batch(&[T0 + 5 * MINUTE]);
+        assert_eq!(stage.report(&first, now).skipped, 0);
+        assert_eq!(stage.stats().skipped, 6);
+        Ok(())
     }
 }

@@ -232,5 +232,30 @@ fn table(report: &Report) -> String {
             report.folded_agents
         ));
     }
+    if report.skipped > 0 {
+        out.push_str(&format!(
+            "note: {} records of this window were not counted (the live analytics fell behind)\n",
+            report.skipped
+        ));
+    }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use arbiter_events::Aggregator;
+
+    use super::*;
+
+    #[test]
+    fn the_table_notes_records_the_live_stage_skipped() -> Result<(), Box<dyn std::error::Error>> {
+        let aggregator = Aggregator::new(&AnalyticsConfig::default())?;
+        let mut report = aggregator.report(&ReportRequest::last(Duration::from_secs(60)));
+        assert!(!table(&report).contains("not counted"));
+        report.skipped = 42;
+        assert!(table(&report).contains("note: 42 records of this window were not counted"));
+        Ok(())
+    }
 }
