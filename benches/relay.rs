@@ -10,8 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use arbiter_events::{
-    Attributes, Collector, Config, Custom, Durability, Event, Overflow, Puller, Relay, RelayConfig,
-    RunMode, read_export,
+    AnonymizationKey, Attributes, Collector, Config, Custom, Durability, Event, Overflow, Puller,
+    Relay, RelayConfig, RunMode, read_export,
 };
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
@@ -143,22 +143,33 @@ fn main() -> Result<()> {
         status.bytes as f64 / status.records.max(1) as f64
     );
 
-    // Pull: everything, into pull files.
-    let pulls = tempfile::tempdir()?;
-    let mut puller = Puller::new(config.clone(), "bench", pulls.path().join("state.json"))?;
-    puller.max_messages = 64;
-    let started = Instant::now();
-    let (mut pulled, mut files) = (0u64, 0u32);
-    while puller.state().cursors.get(relay.source()).copied() < Some(records) {
-        let outcome = puller.pull(&pulls.path().join(format!("{files:05}.pull")))?;
-        pulled += outcome.records;
-        files += 1;
+    // Pull: everything, into merged export files; with checksums only, and with the MAC
+    // key (every message verified, every file signed), each its own consumer. The first
+    // consumer also pays the broker's first reads of the stream: it is reported apart.
+    let mac_key = AnonymizationKey::from_file(dir.path().join("key"))?.mac_key();
+    let consumers = [
+        ("first", None),
+        ("bench", None),
+        ("bench-mac", Some(mac_key)),
+    ];
+    for (consumer, key) in consumers {
+        let pulls = tempfile::tempdir()?;
+        let mut puller = Puller::new(config.clone(), consumer, pulls.path().join("state.json"))?;
+        puller.max_messages = 64;
+        puller.mac_key = key;
+        let started = Instant::now();
+        let (mut pulled, mut files) = (0u64, 0u32);
+        while puller.state().cursors.get(relay.source()).copied() < Some(records) {
+            let outcome = puller.pull(&pulls.path().join(format!("{files:05}.pull")))?;
+            pulled += outcome.records;
+            files += 1;
+        }
+        let secs = started.elapsed().as_secs_f64();
+        println!(
+            "pull ({consumer}): {pulled} records into {files} files, {secs:.3} s: {:.0} records/s",
+            pulled as f64 / secs
+        );
     }
-    let secs = started.elapsed().as_secs_f64();
-    println!(
-        "pull: {pulled} records into {files} files, {secs:.3} s: {:.0} records/s",
-        pulled as f64 / secs
-    );
 
     // End to end at a paced rate: record() to the record in a pulled file.
     let rate: u64 = if quick { 20_000 } else { 100_000 };
