@@ -109,6 +109,9 @@ pub struct RelayConfig {
     pub tls_cert_file: Option<PathBuf>,
     /// The PEM key of `tls_cert_file`.
     pub tls_key_file: Option<PathBuf>,
+    /// The fleet's MAC key file (64 hex digits, as `arbiter-events key mac` prints it):
+    /// the puller verifies every message under it and signs its files.
+    pub mac_key_file: Option<PathBuf>,
 }
 
 impl Default for RelayConfig {
@@ -133,6 +136,7 @@ impl Default for RelayConfig {
             tls_ca_file: None,
             tls_cert_file: None,
             tls_key_file: None,
+            mac_key_file: None,
         }
     }
 }

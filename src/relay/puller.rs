@@ -99,10 +99,10 @@ pub struct Puller {
     pub wait: Duration,
     /// `ack_wait` of the consumer, when the puller creates it.
     pub ack_wait: Duration,
-    /// The fleet's MAC key (`arbiter-events key mac` of the key every source shares):
-    /// with it each message's MAC is verified before it is taken, and each pull file
-    /// is signed; without it messages are checked by checksum only and files carry no
-    /// MAC.
+    /// The fleet's MAC key (`arbiter-events key mac` of the key every source shares;
+    /// read from `relay.mac_key_file` when set): with it each message's MAC is verified
+    /// before it is taken, and each pull file is signed; without it messages are checked
+    /// by checksum only and files carry no MAC.
     pub mac_key: Option<MacKey>,
 }
 
@@ -132,7 +132,8 @@ impl Puller {
     ///
     /// # Errors
     /// [`RelayError::Config`] for a bad config or consumer name, [`RelayError::Io`]
-    /// when the state cannot be read, [`RelayError::Runtime`].
+    /// when the state cannot be read, [`RelayError::Export`] when `relay.mac_key_file`
+    /// cannot be read or holds no key, [`RelayError::Runtime`].
     pub fn new(
         config: RelayConfig,
         consumer: &str,
@@ -150,6 +151,11 @@ impl Puller {
                 reason: format!("{consumer:?} must be 1 to 64 ASCII letters, digits, `-` or `_`"),
             });
         }
+        let mac_key = config
+            .mac_key_file
+            .as_ref()
+            .map(MacKey::from_file)
+            .transpose()?;
         let state_path = state_path.as_ref().to_owned();
         let state = load_state(&state_path)?;
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -166,7 +172,7 @@ impl Puller {
             max_messages: DEFAULT_PULL_MESSAGES,
             wait: DEFAULT_PULL_WAIT,
             ack_wait: DEFAULT_ACK_WAIT,
-            mac_key: None,
+            mac_key,
         })
     }
 
@@ -517,4 +523,37 @@ fn save_state(path: &Path, state: &PullerState) -> Result<(), RelayError> {
     let mut bytes = serde_json::to_vec_pretty(state).unwrap_or_default();
     bytes.push(b'\n');
     write_atomic(path, &bytes, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn smoke_the_mac_key_comes_from_relay_mac_key_file() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let key = crate::AnonymizationKey::from_bytes([3; 32]).mac_key();
+        let file = dir.path().join("mac.key");
+        std::fs::write(&file, format!("{}\n", key.to_hex()))?;
+        let state = dir.path().join("state.json");
+        let mut config = RelayConfig::from_toml(&format!(
+            "[relay]\nmac_key_file = {:?}\n",
+            file.display().to_string()
+        ))?;
+        assert_eq!(
+            Puller::new(config.clone(), "rl", &state)?.mac_key,
+            Some(key)
+        );
+        config.mac_key_file = Some(dir.path().join("missing.key"));
+        assert!(matches!(
+            Puller::new(config.clone(), "rl", &state),
+            Err(RelayError::Export(crate::ExportError::InvalidMacKey { .. }))
+        ));
+        std::fs::write(&file, "not hex\n")?;
+        config.mac_key_file = Some(file);
+        assert!(Puller::new(config, "rl", &state).is_err());
+        config = RelayConfig::default();
+        assert_eq!(Puller::new(config, "rl", &state)?.mac_key, None);
+        Ok(())
+    }
 }

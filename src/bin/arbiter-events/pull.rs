@@ -47,9 +47,9 @@ pub(crate) struct Args {
     /// Check a pull file (a merged export) and print its header as JSON.
     #[arg(long, conflicts_with_all = ["consumer", "out"])]
     read: Option<PathBuf>,
-    /// The fleet's MAC key file (`arbiter-events key mac`): each message's MAC is
-    /// verified before it is taken and the pull file is signed; with --read, the file's
-    /// MAC is verified.
+    /// The fleet's MAC key file (`arbiter-events key mac`) [default: relay.mac_key_file]:
+    /// each message's MAC is verified before it is taken and the pull file is signed;
+    /// with --read, the file's MAC is verified.
     #[arg(long)]
     mac_key_file: Option<PathBuf>,
 }
@@ -101,7 +101,9 @@ pub(crate) fn run(args: Args) -> CliResult {
     puller.max_messages = args.max_messages.max(1);
     puller.wait = Duration::from_millis(args.wait_ms.max(1));
     puller.ack_wait = Duration::from_secs(args.ack_wait_secs.max(1));
-    puller.mac_key = key;
+    if key.is_some() {
+        puller.mac_key = key;
+    }
     let outcome = puller.pull(out_path)?;
     let mut out = Out::stdout();
     serde_json::to_writer_pretty(
