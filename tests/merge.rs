@@ -434,3 +434,58 @@ fn a_record_naming_a_source_in_an_export_of_one_source_is_refused() -> TestResul
     ));
     Ok(())
 }
+
+#[test]
+fn the_cli_verifies_a_merged_export_and_names_each_sources_range() -> TestResult {
+    let merged = common::path("fixtures/golden/merged.msgpack");
+    let key = common::path("fixtures/golden/mac_key.hex");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_arbiter-events"))
+        .arg("verify-export")
+        .arg(&merged)
+        .arg("--mac-key-file")
+        .arg(&key)
+        .output()?;
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains("verified 33 records") && said.contains("mac ok"),
+        "{said}"
+    );
+    assert!(said.contains("source merged"), "{said}");
+    for source in SOURCES {
+        assert!(
+            said.contains(&format!("{source} 11 records after seq 0 to 11")),
+            "{said}"
+        );
+    }
+    // `pull --read` prints the header, sources and all.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_arbiter-events"))
+        .args(["pull", "--read"])
+        .arg(&merged)
+        .arg("--mac-key-file")
+        .arg(&key)
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let header: Json = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(header["sources"]["machine-b"]["count"], 11);
+    // Under another key: refused.
+    let tmp = tempfile::tempdir()?;
+    let other = tmp.path().join("other.key");
+    std::fs::write(&other, "17".repeat(32))?;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_arbiter-events"))
+        .args(["pull", "--read"])
+        .arg(&merged)
+        .arg("--mac-key-file")
+        .arg(&other)
+        .output()?;
+    assert_eq!(out.status.code(), Some(1));
+    Ok(())
+}

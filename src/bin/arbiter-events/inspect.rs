@@ -42,8 +42,27 @@ pub(crate) fn run(args: Args) -> CliResult {
 /// What a verified file holds, in one line.
 fn summary(export: &ExportFile) -> String {
     let h = &export.header;
-    let range = match (h.first_seq, h.last_seq) {
-        (Some(a), Some(b)) => format!("seq {a}..={b}"),
+    let range = match (&h.sources, h.first_seq, h.last_seq) {
+        // A merged export: each source's range and gaps.
+        (Some(sources), _, _) => sources
+            .iter()
+            .map(|(source, r)| {
+                let gaps: u64 = r.gaps.iter().map(|g| g.len()).sum();
+                format!(
+                    "{source} {} records after seq {} to {}{}",
+                    r.count,
+                    r.after,
+                    r.next_cursor,
+                    if gaps > 0 {
+                        format!(", {gaps} gone")
+                    } else {
+                        String::new()
+                    }
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
+        (None, Some(a), Some(b)) => format!("seq {a}..={b}"),
         _ => "no records".to_owned(),
     };
     let gap = h.gap.map_or_else(String::new, |g| {
@@ -53,7 +72,11 @@ fn summary(export: &ExportFile) -> String {
         "{} records ({range}{gap}), format version {}, source {}, checksum {}, key_id {}",
         export.trailer.count,
         export.version(),
-        h.source.as_deref().unwrap_or("none"),
+        h.source.as_deref().unwrap_or(if h.sources.is_some() {
+            "merged"
+        } else {
+            "none"
+        }),
         export.trailer.checksum,
         h.key_id.as_deref().unwrap_or("none (not anonymized)")
     )
