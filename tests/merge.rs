@@ -463,12 +463,15 @@ fn the_cli_verifies_a_merged_export_and_names_each_sources_range() -> TestResult
         );
     }
     // `pull --read` prints the header, sources and all.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_arbiter-events"))
-        .args(["pull", "--read"])
-        .arg(&merged)
-        .arg("--mac-key-file")
-        .arg(&key)
-        .output()?;
+    let pull_read = |key: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_arbiter-events"))
+            .args(["pull", "--read"])
+            .arg(&merged)
+            .arg("--mac-key-file")
+            .arg(key)
+            .output()
+    };
+    let out = pull_read(&key)?;
     assert!(
         out.status.success(),
         "{}",
@@ -480,12 +483,7 @@ fn the_cli_verifies_a_merged_export_and_names_each_sources_range() -> TestResult
     let tmp = tempfile::tempdir()?;
     let other = tmp.path().join("other.key");
     std::fs::write(&other, "17".repeat(32))?;
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_arbiter-events"))
-        .args(["pull", "--read"])
-        .arg(&merged)
-        .arg("--mac-key-file")
-        .arg(&other)
-        .output()?;
+    let out = pull_read(&other)?;
     assert_eq!(out.status.code(), Some(1));
     Ok(())
 }
