@@ -483,7 +483,10 @@ impl Aggregates {
             .filter(|b| b.start >= first && b.start < end)
             .collect();
         let trend = request.trend;
-        let mut rows: Vec<Row<'_>> = Vec::new();
+        // Rows are finished as they are built, so that a row merged into a copy of a span
+        // is read back while it is still in cache, and freed for the next.
+        let mapping = &self.mapping;
+        let mut rows: Vec<GroupReport> = Vec::new();
         let mut other = Row::new(OTHER_GROUP.to_string());
         match request.grouping {
             Grouping::Overall => {
@@ -493,7 +496,7 @@ impl Aggregates {
                     b.overall_into(&mut all);
                     row.add(b.start, Cow::Owned(all), trend);
                 }
-                rows.push(row);
+                rows.push(row.finish(mapping));
             }
             Grouping::ByKind => {
                 for (i, kind) in EventKind::ALL.iter().enumerate() {
@@ -501,7 +504,7 @@ impl Aggregates {
                     for b in &window {
                         row.add(b.start, Cow::Borrowed(&b.kinds[i]), trend);
                     }
-                    rows.push(row);
+                    rows.push(row.finish(mapping));
                 }
             }
             Grouping::ByStrategy => {
@@ -510,7 +513,7 @@ impl Aggregates {
                     for b in &window {
                         row.add(b.start, Cow::Borrowed(&b.strategies[i]), trend);
                     }
-                    rows.push(row);
+                    rows.push(row.finish(mapping));
                 }
             }
             Grouping::ByAgent => {
@@ -548,7 +551,7 @@ impl Aggregates {
                     if let Some(tally) = newest.and_then(|b| b.agents.get(&slot)) {
                         row.add(newest.map_or(0, |b| b.start), Cow::Borrowed(tally), trend);
                     }
-                    rows.push(row);
+                    rows.push(row.finish(mapping));
                 }
                 if request.agent.is_none() {
                     for b in &window {
@@ -557,20 +560,20 @@ impl Aggregates {
                 }
             }
         }
-        let mut groups: Vec<Row<'_>> = rows
+        let mut groups: Vec<GroupReport> = rows
             .into_iter()
-            .filter(|r| r.total.total_events() > 0 || request.grouping == Grouping::Overall)
+            .filter(|r| r.figures.events > 0 || request.grouping == Grouping::Overall)
             .collect();
         if request.grouping != Grouping::Overall {
             groups.sort_by(|a, b| {
-                b.total
-                    .total_events()
-                    .cmp(&a.total.total_events())
-                    .then_with(|| a.name.cmp(&b.name))
+                b.figures
+                    .events
+                    .cmp(&a.figures.events)
+                    .then_with(|| a.group.cmp(&b.group))
             });
         }
         if other.total.total_events() > 0 {
-            groups.push(other);
+            groups.push(other.finish(mapping));
         }
         Report {
             since: datetime(first),
@@ -584,10 +587,7 @@ impl Aggregates {
                 .sum(),
             folded_agents: self.folded_agents,
             skipped: 0,
-            groups: groups
-                .into_iter()
-                .map(|r| r.finish(&self.mapping))
-                .collect(),
+            groups,
         }
     }
 }
