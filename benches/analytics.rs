@@ -1,6 +1,7 @@
 //! Reports over the aggregates: how long a report over the live window takes with 1,000
-//! agents at 100k and 1M records (it should not depend on the record count), and how much
-//! memory the aggregates hold with 10,000 distinct agents.
+//! agents at 100k and 1M records (it should not depend on the record count), what folding
+//! costs per record (over one hour, and over two, where a bucket is dropped every minute),
+//! and how much memory the aggregates hold with 10,000 distinct agents.
 //!
 //! It measures `DataDir::report` over a data directory of 1M records written by the
 //! library (records read and folded per second).
@@ -27,10 +28,10 @@ use time::OffsetDateTime;
 
 const T0: i64 = 1_700_000_000_000_000_000;
 
-/// A stream of `n` events over an hour from `agents` agents: routing, completion, budget.
-fn feed(aggregator: &mut Aggregator, n: u64, agents: u64) -> Duration {
+/// A stream of `n` events over `hours` from `agents` agents: routing, completion, budget.
+fn feed(aggregator: &mut Aggregator, n: u64, agents: u64, hours: i64) -> Duration {
     let mut rng = fastrand::Rng::with_seed(7);
-    let step = 3_600_000_000_000 / n as i64;
+    let step = hours * 3_600_000_000_000 / n as i64;
     let started = Instant::now();
     for i in 0..n {
         let agent = format!("agt_{:032x}", i % agents);
@@ -326,7 +327,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let hour = Duration::from_secs(3600);
     for n in [100_000u64, 1_000_000] {
         let mut aggregator = Aggregator::new(&config)?;
-        let fold = feed(&mut aggregator, n, 1_000);
+        let fold = feed(&mut aggregator, n, 1_000, 1);
         println!(
             "{n:>9} records, 1000 agents: fold {:.0} ns/record, memory {:.1} MiB",
             fold.as_nanos() as f64 / n as f64,
@@ -357,8 +358,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             println!("  report {label:<20} {:>9.3} ms", t.as_secs_f64() * 1e3);
         }
     }
+    // Over two hours, so that a bucket is dropped every minute of the second hour.
+    let mut long = Aggregator::new(&config)?;
+    let fold = feed(&mut long, 1_000_000, 1_000, 2);
+    println!(
+        "1000000 records over 2 h, 1000 agents: fold {:.0} ns/record",
+        fold.as_nanos() as f64 / 1e6
+    );
     let mut wide = Aggregator::new(&config)?;
-    feed(&mut wide, 1_000_000, 10_000);
+    feed(&mut wide, 1_000_000, 10_000, 1);
     println!(
         "1000000 records, 10000 agents: {} tracked, memory {:.1} MiB",
         wide.tracked_agents(),

@@ -1,6 +1,16 @@
 //! Time-bucketed, grouped aggregates of the record stream: a pure data structure (no
 //! threads, no I/O), folded one record at a time in O(1) (amortized; O(log agents) for
-//! the recency order) and read by reports in O(buckets × groups).
+//! the recency order) and read by reports in O(buckets × groups), except by-agent
+//! reports over the whole retained window, which read each agent's span (below) and its
+//! newest bucket row: O(agents).
+//!
+//! **An agent's span is the left fold (`Tally::merge`, oldest first) of its rows in every
+//! closed bucket** (all but the newest): exactly what a report merging those buckets
+//! computes, bit for bit. It grows by one merge when a bucket closes, and is merged
+//! again from the buckets kept when a bucket it has a row in is dropped (once per
+//! bucket width, on the folding thread), because the fold cannot be undone: min, max
+//! and the first 32 rule names are not subtractable, a distribution of a few values is
+//! kept exactly, and a difference of float sums would not equal their fold.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::BuildHasher;
@@ -102,6 +112,8 @@ pub(crate) struct Agent {
     last: u64,
     /// The start of the latest bucket it was active in.
     last_bucket: i64,
+    /// Its rows in the closed buckets, merged oldest first.
+    pub(crate) span: Tally,
 }
 
 /// What is known of a task from its routing decision or start, so that events that name
@@ -215,17 +227,63 @@ impl Aggregates {
             Some(last) if last.start >= start => return self.buckets.len() - 1,
             _ => {}
         }
+        self.close_newest();
         self.buckets.push_back(Bucket::new(start));
         let span = self.width.saturating_mul(self.capacity as i64 - 1);
         let oldest_kept = start.saturating_sub(span);
+        let mut stale: Vec<u32> = Vec::new();
         while self
             .buckets
             .front()
             .is_some_and(|b| b.start < oldest_kept || self.buckets.len() > self.capacity)
         {
-            self.buckets.pop_front();
+            if let Some(dropped) = self.buckets.pop_front() {
+                stale.extend(dropped.agents.keys());
+            }
         }
+        self.respan(stale);
         self.buckets.len() - 1
+    }
+
+    /// Merges the newest bucket's agent rows into the agents' spans: it is about to be
+    /// closed by a newer one.
+    fn close_newest(&mut self) {
+        let Some(newest) = self.buckets.back() else {
+            return;
+        };
+        for (slot, row) in &newest.agents {
+            if let Some(Some(agent)) = self.agents.get_mut(*slot as usize) {
+                agent.span.merge(row);
+            }
+        }
+    }
+
+    /// Merges again, from the closed buckets kept, the spans of the agents in `slots`
+    /// (whose rows in a dropped bucket are still in their spans).
+    fn respan(&mut self, mut slots: Vec<u32>) {
+        if slots.is_empty() {
+            return;
+        }
+        slots.sort_unstable();
+        slots.dedup();
+        for slot in &slots {
+            if let Some(Some(agent)) = self.agents.get_mut(*slot as usize) {
+                agent.span = Tally::default();
+            }
+        }
+        let closed = self.buckets.len().saturating_sub(1);
+        // Bucket by bucket, oldest first, so that each span is the same left fold a
+        // report merging the buckets computes.
+        for bucket in self.buckets.iter().take(closed) {
+            for slot in &slots {
+                let (Some(row), Some(Some(agent))) =
+                    (bucket.agents.get(slot), self.agents.get_mut(*slot as usize))
+                else {
+                    continue;
+                };
+                agent.span.merge(row);
+            }
+        }
     }
 
     fn remember(&mut self, task: u64, ctx: TaskContext) {
@@ -272,6 +330,7 @@ impl Aggregates {
                 hash,
                 last: tick,
                 last_bucket: bucket,
+                span: Tally::default(),
             });
         }
         self.slots.insert(hash, slot);
@@ -312,6 +371,11 @@ impl Aggregates {
     }
 
     /// The agent tracked in `slot`.
+    pub(crate) fn agent(&self, slot: u32) -> Option<&Agent> {
+        self.agents.get(slot as usize)?.as_ref()
+    }
+
+    /// The name of the agent tracked in `slot`.
     pub(crate) fn agent_name(&self, slot: u32) -> Option<&str> {
         Some(&self.agents.get(slot as usize)?.as_ref()?.name)
     }
@@ -334,7 +398,10 @@ impl Aggregates {
             .agents
             .iter()
             .flatten()
-            .map(|a| std::mem::size_of::<Agent>() + a.name.len() + 48)
+            .map(|a| {
+                std::mem::size_of::<Agent>() + a.name.len() + 48 + a.span.bytes()
+                    - std::mem::size_of::<Tally>()
+            })
             .sum();
         let tasks: usize = self
             .tasks

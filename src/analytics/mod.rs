@@ -5,7 +5,9 @@
 //! Distributions are [DDSketch]es: every percentile in a [`Report`] is within a relative
 //! error of [`DEFAULT_RELATIVE_ERROR`] (1 %) of the exact percentile of the same values.
 //! A report over a window merges the window's buckets, so its cost is proportional to
-//! buckets × groups, never to the number of records.
+//! buckets × groups, never to the number of records; a by-agent report over a window
+//! covering every bucket kept takes each agent's total from a span pre-merged as buckets
+//! close, so without a trend its cost is proportional to agents.
 //!
 //! [DDSketch]: https://arxiv.org/abs/1908.10693
 

@@ -389,11 +389,12 @@ impl Figures {
     }
 }
 
-/// A row under construction: the window's tally and the per-bucket points (borrowed from
-/// the buckets, except the overall row's, which are merged per bucket).
+/// A row under construction: the window's tally (borrowed from an agent's span until
+/// something is merged into it) and the per-bucket points (borrowed from the buckets,
+/// except the overall row's, which are merged per bucket).
 struct Row<'a> {
     name: String,
-    total: Tally,
+    total: Cow<'a, Tally>,
     trend: Vec<(i64, Cow<'a, Tally>)>,
 }
 
@@ -401,7 +402,7 @@ impl<'a> Row<'a> {
     fn new(name: String) -> Row<'a> {
         Row {
             name,
-            total: Tally::default(),
+            total: Cow::Owned(Tally::default()),
             trend: Vec::new(),
         }
     }
@@ -410,8 +411,13 @@ impl<'a> Row<'a> {
         if tally.total_events() == 0 {
             return;
         }
-        self.total.merge(&tally);
-        if trend == Trend::PerBucket {
+        self.total.to_mut().merge(&tally);
+        self.point(start, tally, trend);
+    }
+
+    /// A trend point only: its tally is already in `total`.
+    fn point(&mut self, start: i64, tally: Cow<'a, Tally>, trend: Trend) {
+        if trend == Trend::PerBucket && tally.total_events() > 0 {
             self.trend.push((start, tally));
         }
     }
@@ -432,11 +438,30 @@ impl<'a> Row<'a> {
     }
 }
 
+/// Where a by-agent report takes its rows' totals from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Totals {
+    /// From the agents' spans when the window covers every bucket kept, else from the
+    /// buckets.
+    Spans,
+    /// From the buckets, always (the reference the spans are checked against).
+    #[cfg_attr(not(test), allow(dead_code))]
+    Buckets,
+}
+
 impl Aggregates {
     /// The report of `request`, with `now` the end of a [`Window::Last`]. Its cost is a
     /// merge per bucket and group with records (bin counts added, nothing allocated per
-    /// record) and the figures of each row: proportional to buckets × groups.
+    /// record) and the figures of each row: proportional to buckets × groups. A by-agent
+    /// report over a window covering every bucket kept (`last(1h)` with the defaults)
+    /// takes each agent's total from its span and newest bucket row instead, with the
+    /// same figures: without a trend, its cost is proportional to agents.
     pub(crate) fn report(&self, request: &ReportRequest, now: i64) -> Report {
+        self.report_from(request, now, Totals::Spans)
+    }
+
+    /// The report of `request`, the by-agent rows' totals taken from `totals`.
+    pub(crate) fn report_from(&self, request: &ReportRequest, now: i64, totals: Totals) -> Report {
         let (since, until) = match request.window {
             Window::Last(d) => {
                 let d = i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
@@ -458,7 +483,10 @@ impl Aggregates {
             .filter(|b| b.start >= first && b.start < end)
             .collect();
         let trend = request.trend;
-        let mut rows: Vec<Row<'_>> = Vec::new();
+        // Rows are finished as they are built, so that a row merged into a copy of a span
+        // is read back while it is still in cache, and freed for the next.
+        let mapping = &self.mapping;
+        let mut rows: Vec<GroupReport> = Vec::new();
         let mut other = Row::new(OTHER_GROUP.to_string());
         match request.grouping {
             Grouping::Overall => {
@@ -468,7 +496,7 @@ impl Aggregates {
                     b.overall_into(&mut all);
                     row.add(b.start, Cow::Owned(all), trend);
                 }
-                rows.push(row);
+                rows.push(row.finish(mapping));
             }
             Grouping::ByKind => {
                 for (i, kind) in EventKind::ALL.iter().enumerate() {
@@ -476,7 +504,7 @@ impl Aggregates {
                     for b in &window {
                         row.add(b.start, Cow::Borrowed(&b.kinds[i]), trend);
                     }
-                    rows.push(row);
+                    rows.push(row.finish(mapping));
                 }
             }
             Grouping::ByStrategy => {
@@ -485,26 +513,45 @@ impl Aggregates {
                     for b in &window {
                         row.add(b.start, Cow::Borrowed(&b.strategies[i]), trend);
                     }
-                    rows.push(row);
+                    rows.push(row.finish(mapping));
                 }
             }
             Grouping::ByAgent => {
+                // The spans hold the closed buckets' rows: usable when the window holds
+                // every bucket kept.
+                let spans = totals == Totals::Spans
+                    && self.buckets.front().is_some_and(|b| b.start >= first)
+                    && self.buckets.back().is_some_and(|b| b.start < end);
+                let (closed, newest) = match window.split_last() {
+                    Some((newest, closed)) if spans => (closed, Some(*newest)),
+                    _ => (&window[..], None),
+                };
                 // Agent by agent, so that the row being merged into stays in cache while
                 // the buckets' rows stream past.
                 for slot in self.tracked_slots() {
-                    let Some(name) = self.agent_name(slot) else {
+                    let Some(agent) = self.agent(slot) else {
                         continue;
                     };
-                    if request.agent.as_deref().is_some_and(|a| a != name) {
+                    if request.agent.as_deref().is_some_and(|a| a != &*agent.name) {
                         continue;
                     }
-                    let mut row = Row::new(name.to_string());
-                    for b in &window {
+                    let mut row = Row::new(agent.name.to_string());
+                    if spans {
+                        row.total = Cow::Borrowed(&agent.span);
+                    }
+                    for b in closed {
                         if let Some(tally) = b.agents.get(&slot) {
-                            row.add(b.start, Cow::Borrowed(tally), trend);
+                            if spans {
+                                row.point(b.start, Cow::Borrowed(tally), trend);
+                            } else {
+                                row.add(b.start, Cow::Borrowed(tally), trend);
+                            }
                         }
                     }
-                    rows.push(row);
+                    if let Some(tally) = newest.and_then(|b| b.agents.get(&slot)) {
+                        row.add(newest.map_or(0, |b| b.start), Cow::Borrowed(tally), trend);
+                    }
+                    rows.push(row.finish(mapping));
                 }
                 if request.agent.is_none() {
                     for b in &window {
@@ -513,20 +560,20 @@ impl Aggregates {
                 }
             }
         }
-        let mut groups: Vec<Row<'_>> = rows
+        let mut groups: Vec<GroupReport> = rows
             .into_iter()
-            .filter(|r| r.total.total_events() > 0 || request.grouping == Grouping::Overall)
+            .filter(|r| r.figures.events > 0 || request.grouping == Grouping::Overall)
             .collect();
         if request.grouping != Grouping::Overall {
             groups.sort_by(|a, b| {
-                b.total
-                    .total_events()
-                    .cmp(&a.total.total_events())
-                    .then_with(|| a.name.cmp(&b.name))
+                b.figures
+                    .events
+                    .cmp(&a.figures.events)
+                    .then_with(|| a.group.cmp(&b.group))
             });
         }
         if other.total.total_events() > 0 {
-            groups.push(other);
+            groups.push(other.finish(mapping));
         }
         Report {
             since: datetime(first),
@@ -540,10 +587,7 @@ impl Aggregates {
                 .sum(),
             folded_agents: self.folded_agents,
             skipped: 0,
-            groups: groups
-                .into_iter()
-                .map(|r| r.finish(&self.mapping))
-                .collect(),
+            groups,
         }
     }
 }

@@ -4,10 +4,12 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 
+use super::report::Totals;
 use super::*;
+use crate::contract::clock::datetime;
 use crate::contract::event::{
-    Event, OutcomeStatus, RoutingDecision, RoutingStrategy, TaskCompleted, TaskOutcome,
-    ThinkingBudgetUsed,
+    ConstitutionalValidation, Event, OutcomeStatus, RoutingDecision, RoutingStrategy, Severity,
+    TaskCompleted, TaskOutcome, ThinkingBudgetUsed, Violation,
 };
 
 const SEC: i64 = 1_000_000_000;
@@ -129,6 +131,25 @@ proptest! {
                 "p{} = {} but the exact value is {}", q * 100.0, got, want
             );
         }
+    }
+
+    #[test]
+    fn by_agent_reports_from_spans_equal_merging_the_buckets(
+        steps in prop::collection::vec((0i64..40, 0usize..5, 0usize..4, 1.0f64..10_000.0), 1..400),
+        max_agents in 1usize..5,
+    ) {
+        let mut a = Aggregates::new(&config(60, 4, max_agents));
+        let mut time = T0;
+        for (i, step) in steps.iter().enumerate() {
+            time += step.0 * SEC;
+            a.add(time, &stream_event(i, *step), &mut Verbatim);
+            if i % 50 == 49 {
+                let checked = assert_spans_equal_bucket_merges(&a, time + 1);
+                prop_assert!(checked.is_ok(), "{:?}", checked);
+            }
+        }
+        let checked = assert_spans_equal_bucket_merges(&a, time + 1);
+        prop_assert!(checked.is_ok(), "{:?}", checked);
     }
 
     #[test]
@@ -309,6 +330,124 @@ fn memory_stays_bounded_with_many_agents() {
     assert!(
         rows <= 100,
         "a bucket holds at most max_agents rows, got {rows}"
+    );
+}
+
+fn validated(agent: &str, task: &str, rules: &[String], compliance: f64) -> Event {
+    Event::ConstitutionalValidation(ConstitutionalValidation {
+        task_id: task.into(),
+        agent_id: agent.into(),
+        valid: rules.is_empty(),
+        violations: rules
+            .iter()
+            .map(|r| Violation {
+                severity: Severity::High,
+                message: String::new(),
+                rule: Some(r.clone()),
+            })
+            .collect(),
+        compliance_score: compliance,
+        processing_time_ms: 1.0,
+        rule_count: 0,
+    })
+}
+
+/// One event of a generated stream: seconds after the previous one, agent, what, value.
+type Step = (i64, usize, usize, f64);
+
+fn stream_event(i: usize, (_, agent, what, value): Step) -> Event {
+    let agent = format!("agent-{agent}");
+    let task = format!("t{i}");
+    match what {
+        0 => routed(&agent, &task, RoutingStrategy::LoadBalance),
+        1 => budget(&task, (value * 10.0) as u64, 1000),
+        // Forty rule names, more than a tally keeps apart.
+        2 => validated(&agent, &task, &[format!("R{}", i % 40)], value / 1e4),
+        _ => completed(&agent, &task, OutcomeStatus::ALL[i % 4], value),
+    }
+}
+
+/// By-agent requests over windows of the buckets kept: all of them, the first half, the
+/// newest bucket, windows reaching before the oldest kept, with and without a trend, and
+/// one agent.
+fn by_agent_requests(a: &Aggregates) -> Vec<ReportRequest> {
+    let (Some(front), Some(back)) = (a.buckets.front(), a.buckets.back()) else {
+        return Vec::new();
+    };
+    let (w, first, last) = (a.width, front.start, back.start);
+    let half = first + (last - first) / w / 2 * w + w;
+    let between = |since: i64, until: i64| ReportRequest::between(datetime(since), datetime(until));
+    let mut requests = Vec::new();
+    for window in [
+        ReportRequest::last(Duration::from_secs(86_400)),
+        between(first, last + w),
+        between(first, half),
+        between(half, last + w),
+        between(last, last + w),
+        between(first - 5 * w, last),
+        between(first - 5 * w, last + 3 * w),
+        between(first + w / 2, last + 1),
+    ] {
+        let window = window.by(Grouping::ByAgent);
+        requests.push(window.clone().trend(Trend::None));
+        requests.push(window.clone().agent("agent-1"));
+        requests.push(window);
+    }
+    requests
+}
+
+/// Checks every by-agent request against the report merging the buckets directly.
+fn assert_spans_equal_bucket_merges(a: &Aggregates, now: i64) -> Result<(), String> {
+    for request in by_agent_requests(a) {
+        let fast = serde_json::to_value(a.report_from(&request, now, Totals::Spans));
+        let merged = serde_json::to_value(a.report_from(&request, now, Totals::Buckets));
+        match (fast, merged) {
+            (Ok(fast), Ok(merged)) if fast == merged => {}
+            (fast, merged) => return Err(format!("{request:?}: {fast:?} != {merged:?}")),
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn by_agent_reports_over_any_window_equal_merging_the_buckets() {
+    // Five one-minute buckets, three agents tracked of five (so agents fold into
+    // `other`), over fifty minutes (so buckets are dropped), with rows past the exact
+    // values and more rule names than a tally keeps.
+    let config = config(60, 5, 3);
+    let mut a = Aggregates::new(&config);
+    let mut time = T0;
+    for i in 0..6_000usize {
+        time += SEC / 2;
+        // Agents 3 and 4 show up twice each, so that others are folded into `other`
+        // while most rows live through the dropping of buckets.
+        let agent = match i {
+            1_000..1_010 | 4_200..4_205 => 3,
+            1_500..1_510 | 4_600..4_602 => 4,
+            _ => i % 3,
+        };
+        let step = (0, agent, i % 4, 1.0 + (i * 7919 % 10_000) as f64);
+        a.add(time, &stream_event(i, step), &mut Verbatim);
+        if i % 97 == 0 {
+            let checked = assert_spans_equal_bucket_merges(&a, time + 1);
+            assert!(checked.is_ok(), "after {i} events: {checked:?}");
+        }
+    }
+    assert!(a.folded_agents > 0, "agents were folded into other");
+    let checked = assert_spans_equal_bucket_merges(&a, time + 1);
+    assert!(checked.is_ok(), "{checked:?}");
+    let whole = a.report(
+        &ReportRequest::last(Duration::from_secs(3600))
+            .by(Grouping::ByAgent)
+            .trend(Trend::None),
+        time + 1,
+    );
+    let mut names: Vec<&str> = whole.groups.iter().map(|g| g.group.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        ["agent-0", "agent-1", "agent-2"],
+        "the folds left the window"
     );
 }
 

@@ -450,7 +450,8 @@ impl Collector {
     /// The report of `request` over the live aggregates (the last `analytics.buckets`
     /// buckets of `analytics.bucket_secs`); a [`Window::Last`](crate::Window::Last) ends
     /// now, in the collector's clock. Costs time in proportion to buckets × groups, never
-    /// to the records; holds the aggregates' lock meanwhile (the live stage waits, the
+    /// to the records (a by-agent report without a trend over a window covering every
+    /// bucket kept: in proportion to agents); holds the aggregates' lock meanwhile (the live stage waits, the
     /// ingest worker does not). Records are folded shortly after they are stored: after a
     /// [`flush`](Self::flush), [`analytics`](Self::analytics)`().folded` tells when the
     /// stage has caught up. With `analytics.enabled = false` the report is empty.
