@@ -83,12 +83,14 @@ pub mod wire {
     pub use crate::codec::msgpack::value_len;
 }
 
+#[allow(deprecated)]
+pub use analytics::HISTORY_CHUNK;
 pub use analytics::{
     Aggregator, Alert, AlertKind, AlertRule, AlertRuleError, AlertScope, AnalyticsConfig,
     BudgetFigures, CawsFigures, DEFAULT_BUCKET_SECS, DEFAULT_BUCKETS, DEFAULT_MAX_AGENTS,
     DEFAULT_MIN_SAMPLES, DEFAULT_RELATIVE_ERROR, EvaluationFigures, Figures, GroupReport, Grouping,
-    HISTORY_CHUNK, MAX_AGENTS, MAX_BUCKET_SECS, MAX_BUCKETS, OTHER_GROUP, OTHER_RULES, Report,
-    ReportError, ReportRequest, RuleCount, Series, SeverityCounts, Summary, TOP_RULES, TaskFigures,
+    MAX_AGENTS, MAX_BUCKET_SECS, MAX_BUCKETS, OTHER_GROUP, OTHER_RULES, Report, ReportError,
+    ReportRequest, RuleCount, Series, SeverityCounts, Summary, TOP_RULES, TaskFigures,
     TrainingFigures, Trend, TrendPoint, Window,
 };
 pub use codec::anonymize::{Pseudonymizer, REDACTED};

@@ -19,6 +19,7 @@ use foldhash::fast::FixedState;
 
 use super::sketch::{DEFAULT_RELATIVE_ERROR, Mapping};
 use super::tally::Tally;
+use super::view::EventView;
 use crate::contract::analytics::AnalyticsConfig;
 use crate::contract::event::{Event, EventKind, RoutingStrategy};
 use crate::contract::key::IdKind;
@@ -178,10 +179,15 @@ impl Aggregates {
     /// Folds one record in. `time` is the record's time (unix nanoseconds), non-decreasing
     /// from one call to the next; a record older than the newest bucket is counted in it.
     pub(crate) fn add(&mut self, time: i64, event: &Event, ids: &mut impl IdView) {
+        self.add_view(time, &EventView::from(event), ids);
+    }
+
+    /// As [`add`](Self::add), for an event as the aggregates read it.
+    pub(crate) fn add_view(&mut self, time: i64, event: &EventView<'_>, ids: &mut impl IdView) {
         self.records += 1;
         let at = self.bucket_for(time);
         let bucket_start = self.buckets.get(at).map_or(i64::MIN, |b| b.start);
-        let (agent_id, task_id) = identifiers(event);
+        let (agent_id, task_id) = (event.agent, event.task);
         // Identifiers are hashed as given: the view (a keyed pseudonym) is only needed
         // for the name of an agent that gets a row, once per agent.
         let task = task_id.map(|t| self.hasher.hash_one(t));
@@ -196,11 +202,10 @@ impl Aggregates {
                 .agent
                 .map(|hash| (hash, self.touch_known(hash, bucket_start))),
         };
-        let strategy = match event {
-            Event::RoutingDecision(e) => Some(e.strategy),
-            _ => known.strategy,
-        };
-        if let (Some(task), Event::RoutingDecision(_) | Event::TaskStarted(_)) = (task, event) {
+        let strategy = event.strategy().or(known.strategy);
+        if let (Some(task), EventKind::RoutingDecision | EventKind::TaskStarted) =
+            (task, event.kind)
+        {
             let agent = agent.map(|(hash, _)| hash);
             self.remember(task, TaskContext { agent, strategy });
         }
@@ -208,7 +213,7 @@ impl Aggregates {
         let Some(bucket) = self.buckets.get_mut(at) else {
             return;
         };
-        bucket.kinds[event.kind().index()].add(&mapping, event);
+        bucket.kinds[event.kind.index()].add(&mapping, event);
         match agent {
             Some((_, Some(slot))) => bucket.agents.entry(slot).or_default().add(&mapping, event),
             Some((_, None)) => bucket.other.add(&mapping, event),
@@ -409,24 +414,5 @@ impl Aggregates {
             .map(|t| t.capacity() * (std::mem::size_of::<(u64, TaskContext)>() + 1))
             .sum();
         self.buckets.iter().map(Bucket::bytes).sum::<usize>() + agents + tasks
-    }
-}
-
-/// The agent and the task an event names, as given.
-fn identifiers(event: &Event) -> (Option<&str>, Option<&str>) {
-    match event {
-        Event::AgentRegistered(e) => (Some(&e.agent_id), None),
-        Event::AgentStatusChanged(e) => (Some(&e.agent_id), None),
-        Event::RoutingDecision(e) => (Some(&e.selected_agent), Some(&e.task_id)),
-        Event::TaskStarted(e) => (Some(&e.agent_id), Some(&e.task_id)),
-        Event::TaskCompleted(e) => (Some(&e.agent_id), Some(&e.task_id)),
-        Event::TaskAbandoned(e) => (Some(&e.agent_id), Some(&e.task_id)),
-        Event::ConstitutionalValidation(e) => (Some(&e.agent_id), Some(&e.task_id)),
-        Event::ThinkingBudgetAllocated(e) => (None, Some(&e.task_id)),
-        Event::ThinkingBudgetUsed(e) => (None, Some(&e.task_id)),
-        Event::MinimalityEvaluated(e) => (None, Some(&e.task_id)),
-        Event::JudgmentRecorded(e) => (None, Some(&e.task_id)),
-        Event::EvaluationOutcome(e) => (None, Some(&e.task_id)),
-        _ => (None, None),
     }
 }

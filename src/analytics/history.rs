@@ -1,18 +1,26 @@
-//! Reports over history: the records of a data directory, read back in bounded chunks and
-//! folded into the same aggregates the live collector keeps.
+//! Reports over history: the records of a data directory, folded into the same
+//! aggregates the live collector keeps as the segments are read, one frame at a time,
+//! through a borrowed view of each record (no export is built, nothing is allocated per
+//! record).
 
 use time::OffsetDateTime;
 
 use super::report::Window;
+use super::view::EventView;
 use super::{Aggregator, AnalyticsConfig, MAX_BUCKETS, Report, ReportRequest};
 use crate::contract::clock::unix_nanos;
 use crate::contract::config::ConfigError;
 use crate::storage::export::ExportError;
-use crate::storage::export::{Cursor, ExportRequest};
-use crate::storage::log::DataDir;
+use crate::storage::export::{Cursor, ExportRequest, GapReason};
+use crate::storage::log::summary::Summary;
+use crate::storage::log::{DataDir, Visit};
+use crate::storage::store::Meta;
 
-/// Records read from disk per chunk: what a history report holds in memory at once,
-/// besides its aggregates.
+/// Records per chunk of the former chunked read.
+#[deprecated(
+    since = "0.1.0",
+    note = "a report over history folds records as it reads them, one frame at a time; no chunk is held"
+)]
 pub const HISTORY_CHUNK: u64 = 65_536;
 
 /// Why a report over history could not be made.
@@ -30,8 +38,9 @@ pub enum ReportError {
 impl DataDir {
     /// The report of `request` over the records on disk, with `now` the end of a
     /// [`Window::Last`]. Any process may call it while a collector writes (no lock is
-    /// taken); records are read in chunks of [`HISTORY_CHUNK`], so memory stays bounded
-    /// whatever the window. Given the records the live aggregates hold and the same
+    /// taken); records are folded as they are read, one frame at a time, so memory stays
+    /// bounded whatever the window, and closed segments whose summary shows them wholly
+    /// before the window are not read. Given the records the live aggregates hold and the same
     /// `analytics` configuration, it gives the same report as `Collector::report`; for a
     /// window longer than the buckets kept, buckets are widened (whole multiples of
     /// `bucket_secs`) so that at most `buckets` cover it, and the report says which width
@@ -68,24 +77,67 @@ impl DataDir {
             config.buckets = config.buckets.min(MAX_BUCKETS);
         }
         let mut aggregator = Aggregator::new(&config)?;
-        let mut cursor = Cursor::START;
-        let base = ExportRequest::after(cursor)
-            .since(since.checked_sub(lead_in).unwrap_or(since))
+        let since = since.checked_sub(lead_in).unwrap_or(since);
+        // The window is checked as an export of it would be.
+        ExportRequest::after(Cursor::START)
+            .since(since)
             .until(until)
-            .limit(HISTORY_CHUNK);
-        loop {
-            let chunk = self.export(&ExportRequest {
-                after: cursor,
-                ..base.clone()
-            })?;
-            for record in chunk.records() {
-                aggregator.add(&record?);
-            }
-            if chunk.next_cursor() == cursor {
-                break;
-            }
-            cursor = chunk.next_cursor();
-        }
+            .validate()?;
+        let mut fold = Fold {
+            aggregator: &mut aggregator,
+            since: unix_nanos(since),
+            until: unix_nanos(until),
+            cursor: 0,
+        };
+        self.visit(&mut fold).map_err(ExportError::from)?;
         Ok(aggregator.report_at(request, now))
+    }
+}
+
+/// Folds the records of `[since, until)` (record time) as a read of the segments hands
+/// them over; gaps and key changes do not matter to a report.
+struct Fold<'a> {
+    aggregator: &'a mut Aggregator,
+    since: i64,
+    until: i64,
+    cursor: u64,
+}
+
+impl Visit for Fold<'_> {
+    const SUMMARIES: bool = true;
+
+    fn cursor(&self) -> u64 {
+        self.cursor
+    }
+
+    fn gap_through(&mut self, to_seq: u64, _: GapReason) -> bool {
+        self.cursor = self.cursor.max(to_seq);
+        true
+    }
+
+    fn key(&mut self, _: Option<String>) -> bool {
+        true
+    }
+
+    fn offer(&mut self, meta: &Meta, payload: &[u8]) -> Result<bool, String> {
+        // Record times never go back in seq order: nothing after this is in the window.
+        if meta.time >= self.until {
+            return Ok(false);
+        }
+        self.cursor = meta.seq;
+        if meta.time >= self.since {
+            let event = EventView::decode(meta.kind, payload)
+                .map_err(|e| format!("the record does not decode: {e}"))?;
+            self.aggregator.add_view(meta.time, &event);
+        }
+        Ok(true)
+    }
+
+    fn pass_over(&mut self, summary: &Summary) -> bool {
+        if summary.last_time >= self.since {
+            return false;
+        }
+        self.cursor = self.cursor.max(summary.next_seq.saturating_sub(1));
+        true
     }
 }

@@ -17,6 +17,7 @@ mod history;
 mod report;
 mod sketch;
 mod tally;
+mod view;
 
 pub use crate::contract::analytics::{
     AlertKind, AlertRule, AlertRuleError, AlertScope, AnalyticsConfig, DEFAULT_BUCKET_SECS,
@@ -26,7 +27,9 @@ pub use crate::contract::analytics::{
 pub(crate) use aggregates::{Aggregates, IdView, Verbatim};
 pub use alerts::Alert;
 pub(crate) use alerts::Alerting;
-pub use history::{HISTORY_CHUNK, ReportError};
+#[allow(deprecated)]
+pub use history::HISTORY_CHUNK;
+pub use history::ReportError;
 pub use report::{
     BudgetFigures, CawsFigures, EvaluationFigures, Figures, GroupReport, Grouping, OTHER_GROUP,
     Report, ReportRequest, RuleCount, SeverityCounts, TOP_RULES, TaskFigures, TrainingFigures,
@@ -34,6 +37,7 @@ pub use report::{
 };
 pub use sketch::{DEFAULT_RELATIVE_ERROR, Series, Summary};
 pub use tally::OTHER_RULES;
+use view::EventView;
 
 use crate::contract::clock::unix_nanos;
 use crate::contract::config::ConfigError;
@@ -119,9 +123,14 @@ impl Aggregator {
     /// Folds an event in at `time`, its identifiers taken as they are. Times are expected
     /// not to go back; an event older than the newest bucket is counted in the newest.
     pub fn add_event(&mut self, time: OffsetDateTime, event: &Event) {
-        let time = unix_nanos(time).max(self.newest.unwrap_or(i64::MIN));
+        self.add_view(unix_nanos(time), &EventView::from(event));
+    }
+
+    /// Folds an event in at `time` (unix nanoseconds), as the aggregates read it.
+    pub(crate) fn add_view(&mut self, time: i64, event: &EventView<'_>) {
+        let time = time.max(self.newest.unwrap_or(i64::MIN));
         self.newest = Some(time);
-        self.inner.add(time, event, &mut Verbatim);
+        self.inner.add_view(time, event, &mut Verbatim);
     }
 
     /// The report of `request`; a [`Window::Last`] ends at the newest record's time

@@ -2,7 +2,8 @@
 //! per event and merged in O(size) per report.
 
 use super::sketch::{Distribution, Mapping, Moments};
-use crate::contract::event::{Event, EventKind, OutcomeStatus, Severity};
+use super::view::{EventView, Figures};
+use crate::contract::event::{EventKind, OutcomeStatus, Severity};
 
 /// Task ends, in report order: the four outcome statuses, then abandoned.
 pub(crate) const TASK_ENDS: usize = 5;
@@ -66,56 +67,70 @@ pub(crate) struct Tally {
 
 impl Tally {
     /// Folds one event in. Identifiers are not read here: the caller chose the group.
-    pub(crate) fn add(&mut self, mapping: &Mapping, event: &Event) {
-        self.events[event.kind().index()] += 1;
-        match event {
-            Event::TaskCompleted(e) => {
-                self.task_ends[status_index(e.outcome.status)] += 1;
-                self.duration_ms.add(mapping, e.duration_ms);
-                self.tokens_consumed = self
-                    .tokens_consumed
-                    .saturating_add(e.outcome.tokens_consumed);
+    pub(crate) fn add(&mut self, mapping: &Mapping, event: &EventView<'_>) {
+        self.events[event.kind.index()] += 1;
+        match &event.figures {
+            Figures::Completed {
+                status,
+                duration_ms,
+                tokens_consumed,
+            } => {
+                self.task_ends[status_index(*status)] += 1;
+                self.duration_ms.add(mapping, *duration_ms);
+                self.tokens_consumed = self.tokens_consumed.saturating_add(*tokens_consumed);
             }
-            Event::TaskAbandoned(e) => {
+            Figures::Abandoned { duration_ms } => {
                 self.task_ends[ABANDONED] += 1;
-                self.duration_ms.add(mapping, e.duration_ms);
+                self.duration_ms.add(mapping, *duration_ms);
             }
-            Event::ThinkingBudgetUsed(e) => {
-                if e.tokens_allocated > 0 {
-                    let u = e.tokens_used as f64 / e.tokens_allocated as f64;
+            &Figures::BudgetUsed {
+                tokens_used,
+                tokens_allocated,
+            } => {
+                if tokens_allocated > 0 {
+                    let u = tokens_used as f64 / tokens_allocated as f64;
                     self.budget_utilization.add(mapping, u);
                     let band = ((u / UTILIZATION_BAND) as usize).min(UTILIZATION_BANDS - 1);
                     self.budget_bands[band] += 1;
                 }
-                if e.tokens_used > e.tokens_allocated {
+                if tokens_used > tokens_allocated {
                     self.budget_overspent += 1;
                 }
             }
-            Event::ConstitutionalValidation(e) => {
-                if e.valid {
+            Figures::Validated {
+                valid,
+                compliance_score,
+                violations,
+            } => {
+                if *valid {
                     self.caws_passed += 1;
                 }
-                self.compliance.add(mapping, e.compliance_score);
-                for v in &e.violations {
-                    self.violations[severity_index(v.severity)] += 1;
-                    self.count_rule(v.rule.as_deref().unwrap_or(OTHER_RULES), 1);
-                }
+                self.compliance.add(mapping, *compliance_score);
+                violations.for_each(|severity, rule| {
+                    self.violations[severity_index(severity)] += 1;
+                    self.count_rule(rule.unwrap_or(OTHER_RULES), 1);
+                });
             }
-            Event::JudgmentRecorded(e) => self.judgment.add(mapping, e.overall_score),
-            Event::EvaluationOutcome(e) => {
-                self.evaluation.add(mapping, e.score);
-                if e.passed {
+            Figures::Judged { overall_score } => self.judgment.add(mapping, *overall_score),
+            Figures::Evaluated { score, passed } => {
+                self.evaluation.add(mapping, *score);
+                if *passed {
                     self.evaluations_passed += 1;
                 }
             }
-            Event::RoutingDecision(e) => self.confidence.add(mapping, e.confidence),
-            Event::RlTrainingMetrics(e) => {
-                self.reward.add(e.average_reward);
-                self.policy_loss.add(e.policy_loss);
-                self.value_loss.add(e.value_loss);
-                self.kl_divergence.add(e.kl_divergence);
+            Figures::Routed { confidence, .. } => self.confidence.add(mapping, *confidence),
+            Figures::Trained {
+                average_reward,
+                policy_loss,
+                value_loss,
+                kl_divergence,
+            } => {
+                self.reward.add(*average_reward);
+                self.policy_loss.add(*policy_loss);
+                self.value_loss.add(*value_loss);
+                self.kl_divergence.add(*kl_divergence);
             }
-            _ => {}
+            Figures::None => {}
         }
     }
 

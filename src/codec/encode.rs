@@ -456,7 +456,7 @@ fn complexity(c: Complexity) -> &'static str {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use serde::Serialize;
 
     use super::*;
@@ -486,7 +486,17 @@ mod tests {
         out
     }
 
-    fn fixture_events() -> Vec<Event> {
+    /// An anonymizer that keeps identifiers as they are.
+    pub(crate) fn keeping_identifiers() -> Anonymizer {
+        let config = AnonymizationConfig {
+            mode: AnonymizationMode::Off,
+            ..AnonymizationConfig::default()
+        };
+        Anonymizer::new(&AnonymizationKey::from_bytes([1; 32]), &config)
+    }
+
+    /// Every event of the fixture streams.
+    pub(crate) fn fixture_events() -> Vec<Event> {
         let mut events = Vec::new();
         for name in [
             "all_variants",
@@ -511,11 +521,7 @@ mod tests {
 
     #[test]
     fn smoke() {
-        let config = AnonymizationConfig {
-            mode: AnonymizationMode::Off,
-            ..AnonymizationConfig::default()
-        };
-        let mut anonymizer = Anonymizer::new(&AnonymizationKey::from_bytes([1; 32]), &config);
+        let mut anonymizer = keeping_identifiers();
         let event = Event::ThinkingBudgetUsed(crate::contract::event::ThinkingBudgetUsed {
             task_id: "t".into(),
             tokens_used: 1,
@@ -553,11 +559,7 @@ mod tests {
 
     #[test]
     fn with_identifiers_kept_the_bytes_are_serdes() {
-        let config = AnonymizationConfig {
-            mode: AnonymizationMode::Off,
-            ..AnonymizationConfig::default()
-        };
-        let mut anonymizer = Anonymizer::new(&AnonymizationKey::from_bytes([1; 32]), &config);
+        let mut anonymizer = keeping_identifiers();
         let events = fixture_events();
         assert!(events.len() > 100);
         for (i, event) in events.iter().enumerate() {

@@ -120,7 +120,7 @@ impl ExportRequest {
         self
     }
 
-    fn validate(&self) -> Result<(), ExportError> {
+    pub(crate) fn validate(&self) -> Result<(), ExportError> {
         if let (Some(since), Some(until)) = (self.since, self.until)
             && since >= until
         {

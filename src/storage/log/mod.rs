@@ -31,8 +31,8 @@ use state::{StateFile, SyncedState};
 use summary::Summary;
 
 pub use dir::KeyRotation;
-pub(crate) use read::export_from_disk;
 pub use read::{DataDir, SegmentReport, VerifyReport};
+pub(crate) use read::{Visit, export_from_disk};
 
 /// What opening the data directory found and repaired.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]

@@ -8,12 +8,62 @@ use serde::Serialize;
 
 use super::segment::{self, OpenSegmentError, Scan, Step};
 use super::state::{self, SyncedState};
+use super::summary::Summary;
 use super::{BadFrame, classify, dir, resync, summary};
 use crate::contract::event::EventKind;
 use crate::storage::export::ExportError;
 use crate::storage::export::{Builder, Cursor, Export, ExportRequest, GapReason};
 use crate::storage::log::StorageError;
 use crate::storage::removal::RemovalLog;
+use crate::storage::store::Meta;
+
+/// What a read of the segments hands records to, in seq order, from the one after its
+/// cursor: an export's [`Builder`], or a fold over history that builds no export.
+pub(crate) trait Visit {
+    /// Whether closed segments are first offered whole to
+    /// [`pass_over`](Visit::pass_over), through their summaries.
+    const SUMMARIES: bool = false;
+
+    /// The last seq passed.
+    fn cursor(&self) -> u64;
+
+    /// Seqs up to `to_seq` that the cursor has not passed are gone, for `reason`;
+    /// `false` ends the read.
+    fn gap_through(&mut self, to_seq: u64, reason: GapReason) -> bool;
+
+    /// The records that follow were pseudonymized under `key_id`; `false` ends the read.
+    fn key(&mut self, key_id: Option<String>) -> bool;
+
+    /// The next record, its frame checked: `Ok(false)` ends the read, `Err` says why
+    /// its payload cannot be used (the read fails, naming the frame).
+    fn offer(&mut self, meta: &Meta, payload: &[u8]) -> Result<bool, String>;
+
+    /// Whether the closed segment that `summary` describes (checked against the file)
+    /// is passed over unread; the visitor then moves its cursor past it. Damage inside a
+    /// segment passed over is not seen.
+    fn pass_over(&mut self, summary: &Summary) -> bool {
+        let _ = summary;
+        false
+    }
+}
+
+impl Visit for Builder<'_> {
+    fn cursor(&self) -> u64 {
+        Builder::cursor(self)
+    }
+
+    fn gap_through(&mut self, to_seq: u64, reason: GapReason) -> bool {
+        Builder::gap_through(self, to_seq, reason)
+    }
+
+    fn key(&mut self, key_id: Option<String>) -> bool {
+        Builder::key(self, key_id)
+    }
+
+    fn offer(&mut self, meta: &Meta, payload: &[u8]) -> Result<bool, String> {
+        Ok(Builder::offer(self, meta, payload))
+    }
+}
 
 /// Feeds the records after the builder's cursor (and before `upto`, when given) from the
 /// segments to `b`. Records older than `cutoff` count as pruned for age. A gap between
@@ -27,6 +77,29 @@ pub(crate) fn export_from_disk(
     cutoff: Option<i64>,
     hint: Option<&mut Option<ReadHint>>,
 ) -> Result<(), StorageError> {
+    let removed = visit_segments(root, b, upto, cutoff, hint)?;
+    // Seqs before `upto` that no segment holds are gone: say so, or the caller would
+    // stand still at this cursor.
+    if let Some(upto) = upto
+        && !b.done()
+        && b.cursor().saturating_add(1) < upto
+    {
+        let reason = removed.explain(b.cursor().saturating_add(1), upto - 1);
+        b.gap_through(upto - 1, reason);
+    }
+    Ok(())
+}
+
+/// Hands the records of the segments after `v`'s cursor (and before `upto`, when given)
+/// to `v` in seq order; records older than `cutoff` count as pruned for age. Returns the
+/// pruned log read on the way, which explains the gaps.
+fn visit_segments(
+    root: &Path,
+    v: &mut impl Visit,
+    upto: Option<u64>,
+    cutoff: Option<i64>,
+    hint: Option<&mut Option<ReadHint>>,
+) -> Result<RemovalLog, StorageError> {
     let removed = dir::read_pruned(root)?;
     let published = state::read(root)?;
     let mut unused = None;
@@ -38,17 +111,8 @@ pub(crate) fn export_from_disk(
         removed: &removed,
         published: published.as_ref(),
     };
-    read_segments(&ctx, b, hint)?;
-    // Seqs before `upto` that no segment holds are gone: say so, or the caller would
-    // stand still at this cursor.
-    if let Some(upto) = upto
-        && !b.done()
-        && b.cursor().saturating_add(1) < upto
-    {
-        let reason = removed.explain(b.cursor().saturating_add(1), upto - 1);
-        b.gap_through(upto - 1, reason);
-    }
-    Ok(())
+    read_segments(&ctx, v, hint)?;
+    Ok(removed)
 }
 
 /// Where a read of the segments stopped: the next frame to read, so that the next read
@@ -74,9 +138,9 @@ struct ReadContext<'a> {
     published: Option<&'a SyncedState>,
 }
 
-fn read_segments(
+fn read_segments<V: Visit>(
     ctx: &ReadContext<'_>,
-    b: &mut Builder<'_>,
+    b: &mut V,
     hint: &mut Option<ReadHint>,
 ) -> Result<(), StorageError> {
     let segments_dir = ctx.root.join(dir::SEGMENTS);
@@ -107,6 +171,9 @@ fn read_segments(
         if !b.key(scan.header().key_id_hex()) {
             return Ok(());
         }
+        if V::SUMMARIES && !last && passed_over(ctx, (path, &scan), b)? {
+            continue;
+        }
         let resume = wanted.filter(|h| h.segment_first == first);
         match read_frames(ctx, (path, scan), last, b, resume)? {
             Read::Next(end) => *hint = Some(end),
@@ -135,12 +202,27 @@ fn read_segments(
 
 type SegmentScan = Scan<std::io::BufReader<std::fs::File>>;
 
+/// Whether `v` passes over the closed segment `scan` reads, when its summary checks out
+/// and it ends before `ctx.upto`.
+fn passed_over(
+    ctx: &ReadContext<'_>,
+    (path, scan): (&Path, &SegmentScan),
+    v: &mut impl Visit,
+) -> Result<bool, StorageError> {
+    let Some(summary) = summary::checked(path, scan.header(), scan.len())
+        .map_err(StorageError::io("read", path))?
+    else {
+        return Ok(false);
+    };
+    Ok(ctx.upto.is_none_or(|u| summary.next_seq <= u) && v.pass_over(&summary))
+}
+
 /// Opens a segment for reading: `None` when it is gone (pruned since it was listed, or
 /// still being created by the writer as the last one).
 fn open_segment(
     path: &Path,
     last: bool,
-    b: &Builder<'_>,
+    b: &impl Visit,
 ) -> Result<Option<SegmentScan>, StorageError> {
     match Scan::open(path) {
         Ok(scan) => Ok(Some(scan)),
@@ -172,12 +254,12 @@ enum Read {
     Stale,
 }
 
-/// Feeds the frames of one segment to `b`, from its start or from `resume`.
+/// Hands the frames of one segment to `b`, from its start or from `resume`.
 fn read_frames(
     ctx: &ReadContext<'_>,
     (path, mut scan): (&Path, SegmentScan),
     last: bool,
-    b: &mut Builder<'_>,
+    b: &mut impl Visit,
     resume: Option<ReadHint>,
 ) -> Result<Read, StorageError> {
     let first = scan.header().first_seq;
@@ -213,8 +295,10 @@ fn read_frames(
                     }
                     continue;
                 }
-                if !b.offer(&meta, payload) {
-                    return stop(meta.seq);
+                match b.offer(&meta, payload) {
+                    Ok(true) => {}
+                    Ok(false) => return stop(meta.seq),
+                    Err(reason) => return Err(damaged(path, at, meta.seq, &reason)),
                 }
             }
             Step::End => {
@@ -380,6 +464,20 @@ impl DataDir {
             export.mark_unsynced();
         }
         Ok(export)
+    }
+
+    /// Hands the records on disk to `v` in seq order, up to where
+    /// [`export`](Self::export) would stop (the synced position, when the writer syncs):
+    /// a read that builds no export. Blocks on file reads.
+    ///
+    /// # Errors
+    /// [`StorageError::Io`] when a segment cannot be read, [`StorageError::Damaged`] for
+    /// a damaged frame (or a payload `v` refuses) in a segment that is read.
+    pub(crate) fn visit(&self, v: &mut impl Visit) -> Result<(), StorageError> {
+        let bound = state::read(&self.root)?
+            .as_ref()
+            .and_then(SyncedState::reader_bound);
+        visit_segments(&self.root, v, bound, None, None).map(drop)
     }
 
     /// The synced position the writer published: every record up to this seq is on
