@@ -35,6 +35,10 @@ struct Nats {
     store: TempDir,
     /// Further `nats-server` arguments: credentials, TLS.
     extra: Vec<PathBuf>,
+    /// Servers started so far (each logs to a file of its own in the store).
+    starts: u32,
+    /// Whether a server was ever ready on `port`: then clients know it, and it stays.
+    ready_once: bool,
 }
 
 impl Nats {
@@ -63,6 +67,8 @@ impl Nats {
             port: free_port()?,
             store: tempfile::tempdir()?,
             extra: extra.iter().map(PathBuf::from).collect(),
+            starts: 0,
+            ready_once: false,
         };
         nats.restart()?;
         Ok(Some(nats))
@@ -72,35 +78,57 @@ impl Nats {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
-    /// Starts the server (again, on the same port and store).
+    /// Starts the server (again, on the same port and store). It is ready once its own
+    /// log says it listens: a connection alone could reach another test's server that
+    /// took the port, while this one failed to bind and exited. A first start that
+    /// cannot bind moves to another free port; a restart keeps its port (clients have
+    /// its URL) and tries again until [`PATIENCE`] runs out.
     fn restart(&mut self) -> TestResult {
         self.kill();
         let deadline = Instant::now() + PATIENCE;
         loop {
+            self.starts += 1;
+            let log = self
+                .store
+                .path()
+                .join(format!("server-{}.log", self.starts));
             let child = Command::new("nats-server")
                 .args(["-js", "-a", "127.0.0.1", "-p"])
                 .arg(self.port.to_string())
                 .arg("-sd")
                 .arg(self.store.path())
+                .arg("-l")
+                .arg(&log)
                 .args(&self.extra)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()?;
             self.child = Some(child);
-            // Ready once it accepts connections (and, when it died, the port was taken).
             while Instant::now() < deadline {
-                if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                    return Ok(());
-                }
-                if let Some(child) = &mut self.child
-                    && child.try_wait()?.is_some()
-                {
+                let ready = std::fs::read_to_string(&log)
+                    .is_ok_and(|text| text.contains("Server is ready"));
+                let exited = match &mut self.child {
+                    Some(child) => child.try_wait()?.is_some(),
+                    None => true,
+                };
+                if exited {
                     break;
+                }
+                if ready && TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                    self.ready_once = true;
+                    return Ok(());
                 }
                 thread::sleep(Duration::from_millis(20));
             }
+            self.kill();
             if Instant::now() >= deadline {
-                return Err(format!("nats-server did not start on port {}", self.port).into());
+                let said = std::fs::read_to_string(&log).unwrap_or_default();
+                return Err(
+                    format!("nats-server did not start on port {}: {said}", self.port).into(),
+                );
+            }
+            if !self.ready_once {
+                self.port = free_port()?;
             }
             thread::sleep(Duration::from_millis(100));
         }
