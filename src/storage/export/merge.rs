@@ -12,8 +12,8 @@ use std::io::Cursor;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    EXPORT_FORMAT, EXPORT_VERSION, Export, ExportError, ExportHeader, ExportTrailer, Gap,
-    HeaderProbe, MacKey, Record, Sums, check_cursors, check_identity, decode, mac_of, to_usize,
+    EXPORT_FORMAT, EXPORT_VERSION, Export, ExportError, ExportHeader, Gap, HeaderProbe, MacKey,
+    Record, Sums, check_cursors, check_identity, check_mac, decode, read_trailer, to_usize,
     write_value,
 };
 use crate::codec::msgpack::{record_head, splice_after_seq, value_len};
@@ -182,38 +182,10 @@ impl ExportMerger {
         }
         let mut cur = Cursor::new(part);
         cur.set_position(at as u64);
-        let trailer: ExportTrailer = decode(&mut cur, "trailer", header.count, header.count)?;
-        if trailer.count != header.count {
-            return Err(ExportError::CountMismatch {
-                header: header.count,
-                trailer: trailer.count,
-            });
-        }
-        if cur.position() != part.len() as u64 {
-            return Err(ExportError::Corrupt {
-                index: header.count,
-                offset: cur.position(),
-                reason: "bytes after the trailer".to_owned(),
-            });
-        }
         let checksum = blake3::hash(&part[..at]);
-        if trailer.checksum != checksum.to_hex().as_str() {
-            return Err(ExportError::ChecksumMismatch {
-                expected: trailer.checksum,
-                actual: checksum.to_hex().to_string(),
-            });
-        }
+        let trailer = read_trailer(&mut cur, header.count, &checksum)?;
         if let Some(key) = &self.mac_key {
-            let Some(mac) = trailer.mac.as_deref() else {
-                return Err(ExportError::MacMissing {
-                    version: header.version,
-                });
-            };
-            // `blake3::Hash` compares in constant time.
-            let expected = blake3::Hash::from_hex(mac).map_err(|_| ExportError::MacMismatch)?;
-            if mac_of(key, &checksum) != expected {
-                return Err(ExportError::MacMismatch);
-            }
+            check_mac(key, &trailer, header.version, &checksum)?;
         }
         // Whole and signed: now, does it belong here?
         let refuse = |reason: String| ExportError::NotMergeable {

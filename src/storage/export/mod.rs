@@ -1092,21 +1092,59 @@ pub fn read_export_verified<R: Read>(
     mac_key: &MacKey,
 ) -> Result<ExportFile, ExportError> {
     let file = read_export(input)?;
-    let Some(mac) = file.trailer.mac.as_deref() else {
-        return Err(ExportError::MacMissing {
-            version: file.header.version,
-        });
-    };
     // The checksum was just recomputed from the bytes and found equal.
     let checksum =
         blake3::Hash::from_hex(&file.trailer.checksum).map_err(|_| ExportError::MacMismatch)?;
+    check_mac(mac_key, &file.trailer, file.header.version, &checksum)?;
+    Ok(file)
+}
+
+/// Reads the trailer at `cur`, the end of the records, and checks it against the file:
+/// the header's `count`, the `checksum` of what precedes it, and that nothing follows.
+fn read_trailer(
+    cur: &mut std::io::Cursor<&[u8]>,
+    count: u64,
+    checksum: &blake3::Hash,
+) -> Result<ExportTrailer, ExportError> {
+    let trailer: ExportTrailer = decode(cur, "trailer", count, count)?;
+    if trailer.count != count {
+        return Err(ExportError::CountMismatch {
+            header: count,
+            trailer: trailer.count,
+        });
+    }
+    if trailer.checksum != checksum.to_hex().as_str() {
+        return Err(ExportError::ChecksumMismatch {
+            expected: trailer.checksum,
+            actual: checksum.to_hex().to_string(),
+        });
+    }
+    if cur.position() != cur.get_ref().len() as u64 {
+        return Err(ExportError::Corrupt {
+            index: count,
+            offset: cur.position(),
+            reason: "bytes after the trailer".to_owned(),
+        });
+    }
+    Ok(trailer)
+}
+
+/// Checks the trailer's MAC of a file whose checksum is `checksum` under `key`.
+fn check_mac(
+    key: &MacKey,
+    trailer: &ExportTrailer,
+    version: u32,
+    checksum: &blake3::Hash,
+) -> Result<(), ExportError> {
+    let Some(mac) = trailer.mac.as_deref() else {
+        return Err(ExportError::MacMissing { version });
+    };
     // `blake3::Hash` compares in constant time.
     let expected = blake3::Hash::from_hex(mac).map_err(|_| ExportError::MacMismatch)?;
-    let actual = mac_of(mac_key, &checksum);
-    if actual != expected {
+    if mac_of(key, checksum) != expected {
         return Err(ExportError::MacMismatch);
     }
-    Ok(file)
+    Ok(())
 }
 
 /// Reads and checks a file.
@@ -1137,27 +1175,7 @@ fn read(bytes: &[u8]) -> Result<ExportFile, ExportError> {
         hasher.update(&bytes[to_usize(start)..to_usize(cur.position())]);
         records.push(record);
     }
-    let trailer: ExportTrailer = decode(&mut cur, "trailer", header.count, header.count)?;
-    if trailer.count != header.count {
-        return Err(ExportError::CountMismatch {
-            header: header.count,
-            trailer: trailer.count,
-        });
-    }
-    let actual = hasher.finalize().to_hex().to_string();
-    if trailer.checksum != actual {
-        return Err(ExportError::ChecksumMismatch {
-            expected: trailer.checksum,
-            actual,
-        });
-    }
-    if cur.position() != bytes.len() as u64 {
-        return Err(ExportError::Corrupt {
-            index: header.count,
-            offset: cur.position(),
-            reason: "bytes after the trailer".to_owned(),
-        });
-    }
+    let trailer = read_trailer(&mut cur, header.count, &hasher.finalize())?;
     if v1 && (header.source.is_some() || header.sources.is_some() || trailer.mac.is_some()) {
         return Err(ExportError::HeaderMismatch {
             field: "version",
